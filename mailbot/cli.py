@@ -1,0 +1,434 @@
+"""The `mailbot` command: argument parsing, wiring of adapters, and one-line errors with exit codes.
+
+Exit codes (INTERFACE.md): 0 success, 1 runtime failure with a one-line reason, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailbot import __version__
+from mailbot.config import ConfigError, Settings, load
+
+
+class UsageError(Exception):
+    """Bad arguments: exit 2."""
+
+
+class RuntimeProblem(Exception):
+    """Something the user can fix that is not config: exit 1, one line."""
+
+
+def _now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now {value!r}: expected ISO-8601 with offset, e.g. 2021-04-15T10:00:00+08:00") from None
+    if d.tzinfo is None:
+        raise UsageError(f"--now {value!r}: expected an offset, e.g. 2021-04-15T10:00:00+08:00")
+    return d.astimezone(UTC)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load(Path(args.config))
+
+
+def setup_logging(settings: Settings | None, debug: bool) -> None:
+    level = logging.DEBUG if debug else getattr(logging, settings.bot.log_level if settings else "INFO")
+    handler = logging.StreamHandler(sys.stderr)
+    if settings is not None and settings.bot.log_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger("mailbot")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                           "message": record.getMessage()}, ensure_ascii=False)
+
+
+# --- wiring ----------------------------------------------------------------------------------------
+
+
+def open_store(settings: Settings) -> Any:
+    from mailbot.store import Store, StoreCorrupt
+
+    root = settings.bot.state_dir / "store"
+    try:
+        return Store(root)
+    except StoreCorrupt as e:
+        raise RuntimeProblem(str(e)) from None
+    except OSError as e:
+        raise RuntimeProblem(f"cannot read the store at {root}: {e.strerror or e}") from None
+
+
+@contextmanager
+def writer_lock(settings: Settings) -> Iterator[None]:
+    """One writing process per state folder: a second `mailbot run` refuses to start."""
+    from filelock import FileLock, Timeout
+
+    state = settings.bot.state_dir
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeProblem(f"cannot create the state folder {state}: {e.strerror or e}") from None
+    lock = FileLock(str(state / "mailbot.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeProblem(f"another mailbot is already running on {state} (lock {state / 'mailbot.lock'})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def make_calendar(settings: Settings) -> Any:
+    from mailbot.calendar import parse_overrides
+    from mailbot.service import make_calendar as build
+
+    path = settings.followup.holiday_overrides
+    overrides: tuple[frozenset, frozenset] = (frozenset(), frozenset())
+    if path is not None:
+        try:
+            overrides = parse_overrides(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"[followup] holiday_overrides: cannot read {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise ConfigError(f"[followup] holiday_overrides: {path}: {e}") from None
+    return build(settings, overrides)
+
+
+def make_mailbox(settings: Settings, store: Any) -> Any:
+    if settings.mailbox.kind == "maildir":
+        from mailbot.mailbox.maildir import MaildirMailbox
+
+        return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
+    from mailbot.mailbox.imap import ImapMailbox
+
+    return ImapMailbox(settings.mailbox, _secret(settings.mailbox.password_env), store)
+
+
+def make_transport(settings: Settings) -> Any:
+    from mailbot.transport import OutboxDirTransport, SmtpTransport
+
+    if settings.smtp.kind == "outbox":
+        return OutboxDirTransport(settings.bot.state_dir / "outbox")
+    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env))
+
+
+def _secret(env_name: str) -> str | None:
+    return os.environ.get(env_name) or None
+
+
+def make_service(settings: Settings, store: Any, mailbox: Any | None = None) -> Any:
+    from mailbot.service import Service
+
+    mailbox = mailbox if mailbox is not None else make_mailbox(settings, store)
+    sent_folder = mailbox if settings.mailbox.kind == "imap" else None
+    return Service(settings, store, mailbox, make_transport(settings), make_calendar(settings), sent_folder)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    setup_logging(settings, args.debug)
+    with writer_lock(settings):
+        store = open_store(settings)
+        service = make_service(settings, store)
+        warning = service.policy.calendar.coverage_warning(_now(args.now).astimezone(settings.bot.zone).date())
+        if warning:
+            logging.getLogger("mailbot").warning("- %s", warning)
+        if args.once:
+            report = service.run_once(_now(args.now))
+            if args.json:
+                _print_json(report.as_dict())
+            else:
+                print(_summary_line(report.as_dict()))
+            return 0
+        from mailbot.runner import run_forever
+
+        return run_forever(service, settings, fixed_now=_now(args.now) if args.now else None)
+
+
+def _summary_line(r: dict[str, int]) -> str:
+    return (f"ingested {r['ingested']} (opened {r['opened']}, threaded {r['threaded']}, unmatched {r['unmatched']}, "
+            f"quarantined {r['quarantined']}, duplicates {r['duplicates']}); sent {r['sent']}, failed {r['failed']}, "
+            f"deferred {r['deferred']}")
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from mailbot import views
+
+    settings = _settings(args)
+    store = open_store(settings)
+    cases = list(store.all_cases())
+    now = _now(args.now)
+    cases = views.filter_cases(cases, status=args.status, engineer=args.engineer, overdue=args.overdue, now=now)
+    if args.json:
+        _print_json([views.case_json(c, settings.bot.zone, brief=True) for c in cases])
+    else:
+        views.print_cases(cases, settings.bot.zone, now)
+        unmatched = store.unmatched()
+        if unmatched and not args.status:
+            views.print_unmatched(unmatched, settings.bot.zone)
+    return 0
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    from mailbot import views
+
+    settings = _settings(args)
+    store = open_store(settings)
+    case = store.get_case(args.key.upper())
+    if case is None:
+        raise RuntimeProblem(f"no case {args.key} (see `mailbot cases`)")
+    if args.json:
+        _print_json(views.case_json(case, settings.bot.zone))
+    else:
+        views.print_case(case, settings.bot.zone)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from mailbot import views
+    from mailbot.decide import plan_next
+    from mailbot.service import make_policy
+
+    settings = _settings(args)
+    store = open_store(settings)
+    policy = make_policy(settings, make_calendar(settings))
+    now = _now(args.now)
+    rows = []
+    for case in store.active_cases():
+        action = plan_next(case, policy)
+        if action is not None:
+            rows.append({"case": case.key, "kind": action.kind, "due": action.due.astimezone(settings.bot.zone).isoformat(),
+                         "title": case.title, "overdue": action.due <= now})
+    rows.sort(key=lambda r: r["due"])
+    if args.json:
+        _print_json([{k: r[k] for k in ("case", "kind", "due")} for r in rows])
+    else:
+        views.print_plan(rows)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mailbot import views
+    from mailbot.parse import parse
+    from mailbot.service import explain_mail
+    from mailbot.store import Store
+
+    settings = _settings(args)
+    path = Path(args.file)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RuntimeProblem(f"cannot read {path}: {e.strerror or e}") from None
+    store_root = settings.bot.state_dir / "store"
+    store = open_store(settings) if store_root.exists() else Store(None)
+    from mailbot.mailbox.memory import MemoryMailbox
+
+    service = make_service(settings, store, mailbox=MemoryMailbox())
+    data = explain_mail(parse(raw), service)
+    if args.json:
+        _print_json(data)
+    else:
+        views.print_explain(data)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from mailbot.decide import closure, reminder
+    from mailbot.models import EntryKind
+    from mailbot.render import TEMPLATE_NAMES, TemplateProblem, outbound
+    from mailbot.service import Receipt, SendMail
+
+    settings = _settings(args)
+    if args.template not in TEMPLATE_NAMES:
+        raise UsageError(f"unknown template {args.template!r}: expected one of {', '.join(TEMPLATE_NAMES)}")
+    store = open_store(settings)
+    case = store.get_case(args.key.upper())
+    if case is None:
+        raise RuntimeProblem(f"no case {args.key} (see `mailbot cases`)")
+    from mailbot.mailbox.memory import MemoryMailbox
+
+    service = make_service(settings, store, mailbox=MemoryMailbox())
+    now = _now(args.now)
+    if args.template in ("reminder", "reminder2"):
+        preview = case.with_(reminders_sent=0 if args.template == "reminder" else max(1, case.reminders_sent))
+        send = reminder(preview, service.policy)
+        case = preview
+    elif args.template == "closure":
+        send = closure(case, service.policy, case.closure, "preview")
+    else:
+        send = SendMail("preview", case.key, EntryKind.RECEIPT, "receipt", case.engineers or ("engineer@example",),
+                        receipt=Receipt("#status", True, "preview", ("details appear here",)))
+    if not send.to:
+        send = SendMail(send.action_id, send.case_key, send.kind, send.template, ("customer@example",), send.cc,
+                        send.reminder_number, send.closure, send.default_closure, send.receipt)
+    try:
+        out = outbound(service.env, case, send, service.me, now, settings.smtp.show_engineer_name,
+                       service._silent_days(case, now))
+    except TemplateProblem as e:
+        raise RuntimeProblem(str(e)) from None
+    if args.json:
+        _print_json({"subject": out.subject, "from": out.from_addr, "to": list(out.to), "cc": list(out.cc),
+                     "in_reply_to": out.in_reply_to, "text": out.text, "html": out.html})
+    else:
+        print(f"From: {out.from_name} <{out.from_addr}>\nTo: {', '.join(out.to)}")
+        if out.cc:
+            print(f"Cc: {', '.join(out.cc)}")
+        print(f"Subject: {out.subject}\nIn-Reply-To: {out.in_reply_to}\n\n{out.text}")
+        if args.html:
+            print("\n--- text/html ---\n" + (out.html or ""))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from mailbot.importer import import_path
+
+    settings = _settings(args)
+    setup_logging(settings, args.debug)
+    with writer_lock(settings):
+        store = open_store(settings)
+        return import_path(Path(args.path), settings, store, _now(args.now), as_json=args.json)
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.mailbox.kind != "maildir":
+        raise RuntimeProblem("requeue works on the Maildir mailbox; with IMAP, move the mail back to the inbox folder")
+    from mailbot.mailbox.maildir import MaildirMailbox
+
+    box = MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
+    with writer_lock(settings):
+        store = open_store(settings)
+        refs = args.refs or [q["ref"] for q in store.quarantined()]
+        moved = [ref for ref in refs if box.requeue(ref)]
+        for ref in moved:
+            store.quarantine_t.delete(ref)
+        store.commit()
+    print(f"requeued {len(moved)} of {len(refs)} quarantined messages; `mailbot run --once` takes them again")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from mailbot.doctor import run_checks
+
+    try:
+        settings = _settings(args)
+    except ConfigError as e:
+        print(f"FAIL config: {e}")
+        return 2
+    return run_checks(settings, _now(args.now), as_json=args.json)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailbot.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="config.toml", help="config file (default ./config.toml)")
+    common.add_argument("--now", help="act as if it were this moment (ISO-8601 with offset)")
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    p = _Parser(prog="mailbot", description="Keeps support cases moving by email.")
+    p.add_argument("--version", action="version", version=f"mailbot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="the service (or one cycle with --once)")
+    run.add_argument("--once", action="store_true", help="ingest everything new, send everything due, exit")
+    run.set_defaults(func=cmd_run)
+    cases = sub.add_parser("cases", parents=[common], help="list cases")
+    cases.add_argument("--status", choices=["open", "waiting_customer", "waiting_engineer", "waiting_vendor", "closed"])
+    cases.add_argument("--engineer", help="only cases of this engineer (address)")
+    cases.add_argument("--overdue", action="store_true", help="only cases whose next action is due")
+    cases.set_defaults(func=cmd_cases)
+    case = sub.add_parser("case", parents=[common], help="one case with its timeline")
+    case.add_argument("key")
+    case.set_defaults(func=cmd_case)
+    plan = sub.add_parser("plan", parents=[common], help="what is scheduled, soonest first")
+    plan.set_defaults(func=cmd_plan)
+    explain = sub.add_parser("explain", parents=[common], help="how the bot reads one message")
+    explain.add_argument("file")
+    explain.set_defaults(func=cmd_explain)
+    render = sub.add_parser("render", parents=[common], help="preview a template for a case")
+    render.add_argument("key")
+    render.add_argument("template")
+    render.add_argument("--html", action="store_true", help="also print the HTML part")
+    render.set_defaults(func=cmd_render)
+    imp = sub.add_parser("import", parents=[common], help="take history from an mbox, Maildir or .eml folder")
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import)
+    requeue = sub.add_parser("requeue", parents=[common], help="put quarantined mail back for another try")
+    requeue.add_argument("refs", nargs="*")
+    requeue.set_defaults(func=cmd_requeue)
+    doctor = sub.add_parser("doctor", parents=[common], help="check config, templates, store, IMAP and SMTP")
+    doctor.set_defaults(func=cmd_doctor)
+    demo = sub.add_parser("demo", parents=[common], help="watch a support case come alive, in a temp folder")
+    demo.add_argument("--keep", action="store_true", help="keep the temp folder and print its path")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except UsageError as e:
+        print(f"mailbot: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"mailbot: config: {e}", file=sys.stderr)
+        return 2
+    except RuntimeProblem as e:
+        print(f"mailbot: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # never a traceback for the user unless asked for
+        if debug:
+            raise
+        print(f"mailbot: unexpected error: {type(e).__name__}: {e} (run again with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Engineer commands found at the top of a mail's new text (`#close`, `#暂停 3d`, …) — pure parsing."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+
+from mailbot.models import ClosureFields
+
+# Canonical name ← spellings (English and Chinese), matched case-insensitively after NFKC.
+ALIASES: dict[str, str] = {
+    "close": "close", "关闭": "close", "结案": "close", "關閉": "close",
+    "snooze": "snooze", "暂停": "snooze", "暫停": "snooze",
+    "followup": "followup", "follow-up": "followup", "跟进": "followup", "跟進": "followup",
+    "remind": "remind", "提醒": "remind",
+    "waiting": "waiting", "等待": "waiting",
+    "called": "called", "已致电": "called", "致电": "called", "已致電": "called",
+    "reopen": "reopen", "重开": "reopen", "重新打开": "reopen", "重開": "reopen",
+    "lang": "lang", "language": "lang", "语言": "lang", "語言": "lang",
+    "status": "status", "状态": "status", "狀態": "status",
+    "help": "help", "帮助": "help", "幫助": "help",
+}
+
+HELP = {
+    "en": [
+        "#close (then optional lines Problem: / Analysis: / Summary:) — send the closure summary and close",
+        "#snooze 3d | #snooze until 2021-05-10 — hold reminders",
+        "#followup off | #followup on — stop or resume reminders for this case",
+        "#remind now — send the next reminder at once",
+        "#waiting customer | engineer | vendor — who the case is waiting on",
+        "#called — log a phone call attempt (reminders may then say we could not reach the customer)",
+        "#reopen — reopen a closed case",
+        "#lang en | zh-CN — language of the mail to the customer",
+        "#status — reply with the case card",
+        "#help — this list",
+    ],
+    "zh-CN": [
+        "#关闭（下一行起可写 问题描述: / 问题分析: / 问题总结:）— 发送结案总结并关闭案例",
+        "#暂停 3d | #暂停 until 2021-05-10 — 暂停提醒",
+        "#跟进 off | #跟进 on — 停止或恢复本案例的提醒",
+        "#提醒 now — 立即发送下一封提醒",
+        "#等待 customer | engineer | vendor — 案例正在等待哪一方",
+        "#已致电 — 记录一次电话联系（此后提醒中可说明电话未能联系上客户）",
+        "#重开 — 重新打开已关闭的案例",
+        "#语言 en | zh-CN — 发给客户的邮件语言",
+        "#状态 — 回复案例卡片",
+        "#帮助 — 本列表",
+    ],
+}
+
+_FIELDS = {
+    "problem": re.compile(r"^\s*(?:问题描述|問題描述|problem(?: description)?|description)\s*[:：]\s*(.*)$", re.I),
+    "analysis": re.compile(r"^\s*(?:问题分析|問題分析|analysis)\s*[:：]\s*(.*)$", re.I),
+    "summary": re.compile(r"^\s*(?:问题总结|問題總結|summary|resolution)\s*[:：]\s*(.*)$", re.I),
+}
+_COMMAND_LINE = re.compile(r"^\s*[#＃]\s*(\S+)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # canonical name, or "" when unknown
+    raw: str  # the line as written
+    args: tuple[str, ...] = ()
+    error: str = ""  # why it cannot be carried out (unknown command, bad argument)
+    closure: ClosureFields | None = None
+    snooze_days: int | None = None
+    snooze_until: date | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
+    lowered = tuple(a.lower() for a in args)
+    if name == "snooze":
+        if len(lowered) == 1 and (m := re.fullmatch(r"(\d{1,3})\s*(?:d|day|days|天)?", lowered[0])):
+            return Command(name, raw, args, snooze_days=int(m.group(1)))
+        if len(lowered) == 2 and lowered[0] in ("until", "至", "到"):
+            try:
+                return Command(name, raw, args, snooze_until=date.fromisoformat(lowered[1]))
+            except ValueError:
+                return Command(name, raw, args, error=f"bad date {args[1]!r}: expected YYYY-MM-DD")
+        return Command(name, raw, args, error="expected '#snooze 3d' or '#snooze until YYYY-MM-DD'")
+    if name == "followup" and lowered not in (("on",), ("off",), ("开",), ("关",)):
+        return Command(name, raw, args, error="expected '#followup on' or '#followup off'")
+    if name == "remind" and lowered not in ((), ("now",), ("立即",)):
+        return Command(name, raw, args, error="expected '#remind now'")
+    if name == "waiting" and (len(lowered) != 1 or lowered[0] not in ("customer", "engineer", "vendor")):
+        return Command(name, raw, args, error="expected '#waiting customer', 'engineer' or 'vendor'")
+    if name == "lang" and (len(args) != 1 or args[0].lower() not in ("en", "zh-cn", "zh")):
+        return Command(name, raw, args, error="expected '#lang en' or '#lang zh-CN'")
+    return Command(name, raw, args)
+
+
+def find_commands(new_text: str) -> list[Command]:
+    """Commands are `#word` lines at the top of the new text, before anything else the engineer wrote.
+    `#close` may be followed by Problem/Analysis/Summary lines (full- or half-width colons)."""
+    lines = unicodedata.normalize("NFKC", new_text).replace("\r", "").split("\n")
+    commands: list[Command] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        m = _COMMAND_LINE.match(line)
+        if not m:
+            break
+        word = m.group(1).lower()
+        args = tuple(m.group(2).split())
+        name = ALIASES.get(word, "")
+        i += 1
+        if not name:
+            commands.append(Command("", line.strip(), args, error=f"unknown command #{m.group(1)}"))
+            continue
+        command = _parse_args(name, line.strip(), args)
+        if name == "close":
+            values: dict[str, list[str]] = {}
+            current: str | None = None
+            while i < len(lines) and not _COMMAND_LINE.match(lines[i]):
+                text = lines[i]
+                hit = next(((k, p.match(text)) for k, p in _FIELDS.items() if p.match(text)), None)
+                if hit:
+                    current = hit[0]
+                    values[current] = [hit[1].group(1).strip()] if hit[1] else []
+                elif current and text.strip():
+                    values[current].append(text.strip())
+                elif not text.strip():
+                    current = None
+                elif not values:
+                    break
+                else:
+                    current = None
+                i += 1
+            command = Command(
+                "close", line.strip(), args,
+                closure=ClosureFields(**{k: "\n".join(v).strip() for k, v in values.items()}),
+            )
+        commands.append(command)
+    return commands

@@ -1,0 +1,313 @@
+"""The rules: what is due for a case, what a command does, when the bot must stay silent — pure.
+
+Nothing here sends, reads a file or asks the clock: it returns SendMail values and updated cases, and the
+service carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+from mailbot.calendar import BusinessCalendar
+from mailbot.cases import last_reminder_at
+from mailbot.commands import HELP, Command
+from mailbot.config import FollowupSettings
+from mailbot.models import (
+    Case,
+    CaseStatus,
+    ClosureFields,
+    EntryKind,
+    Flag,
+    InboundMail,
+    NextAction,
+    Role,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    followup: FollowupSettings
+    calendar: BusinessCalendar
+    bot_address: str
+    cc_engineers: bool
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    command: str
+    ok: bool
+    message: str
+    details: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SendMail:
+    """A mail to render and send. `action_id` is deterministic: deciding twice yields the same id."""
+
+    action_id: str
+    case_key: str
+    kind: EntryKind  # REMINDER | CLOSURE | RECEIPT
+    template: str  # reminder | reminder2 | closure | receipt
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    reminder_number: int = 0
+    closure: ClosureFields | None = None
+    default_closure: bool = False
+    receipt: Receipt | None = None
+    in_reply_to: str | None = None  # receipts answer the command mail itself
+
+
+# --- who may be answered (RFC 3834 §2: never answer automatic mail) --------------------------------
+
+
+def reason_not_to_answer(mail: InboundMail, role: Role) -> str | None:
+    """Why the bot must not send anything in answer to this mail, or None when it may."""
+    if role == Role.BOT:
+        return "mail from the bot itself"
+    if Flag.BOUNCE in mail.flags:
+        return "a bounce (RFC 3464)"
+    if Flag.AUTO_REPLY in mail.flags:
+        return "an automatic reply (RFC 3834)"
+    if Flag.LIST in mail.flags:
+        return "mailing-list or bulk mail"
+    if mail.return_path is not None and mail.return_path.strip() in ("", "<>"):
+        return "null return path (RFC 5321 §4.5.5)"
+    if mail.from_addr.split("@")[0].lower() in ("mailer-daemon", "postmaster"):
+        return "mail from a mail system"
+    if not mail.from_addr:
+        return "no sender address"
+    return None
+
+
+def authentication_failed(mail: InboundMail, trusted: tuple[str, ...]) -> str | None:
+    """RFC 8601: only Authentication-Results added by our own receiving server (its authserv-id) count;
+    any other such header may have been written by the sender."""
+    if not trusted:
+        return None
+    for header in mail.authentication_results:
+        authserv = header.split(";", 1)[0].strip().split()[0].lower() if header.strip() else ""
+        if authserv not in {t.lower() for t in trusted}:
+            continue
+        lowered = header.lower()
+        for method in ("dmarc", "dkim"):
+            if f"{method}=fail" in lowered or f"{method}=permerror" in lowered:
+                return f"{method} failed according to {authserv}"
+        if "dmarc=pass" in lowered or "dkim=pass" in lowered:
+            return None
+        return f"no DKIM/DMARC pass according to {authserv}"
+    return "no Authentication-Results from the trusted server"
+
+
+# --- reminders and closure ------------------------------------------------------------------------
+
+
+def live_customers(case: Case) -> tuple[str, ...]:
+    return tuple(c for c in case.customers if c not in case.failed_addresses)
+
+
+def plan_next(case: Case, policy: Policy) -> NextAction | None:
+    """The next reminder or closure for a case waiting on its customer; None when nothing is due."""
+    f = policy.followup
+    if (
+        case.status != CaseStatus.WAITING_CUSTOMER
+        or not case.followup_enabled
+        or case.last_engineer_mail is None
+        or not live_customers(case)
+    ):
+        return None
+    cal = policy.calendar
+    sent = case.reminders_sent
+    previous = last_reminder_at(case)
+    if sent < f.max_reminders:
+        base, days, kind = (previous, f.every_business_days, "reminder") if sent and previous else (
+            case.last_engineer_mail, f.first_after_business_days, "reminder")
+    else:
+        base, days, kind = previous or case.last_engineer_mail, f.close_after_business_days, "closure"
+    due = cal.add_business_days(base, days)
+    if case.snoozed_until is not None and due < case.snoozed_until:
+        due = cal.into_working_hours(case.snoozed_until)
+    return NextAction(kind, due)
+
+
+def _recipients(case: Case, policy: Policy) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    to = live_customers(case)
+    cc = tuple(e for e in case.engineers if e not in to) if policy.cc_engineers else ()
+    return to, cc
+
+
+def _cycle(case: Case) -> str:
+    # One reminder cycle per engineer mail: a new engineer mail starts the count again.
+    return case.last_engineer_mail.isoformat() if case.last_engineer_mail else "none"
+
+
+def reminder(case: Case, policy: Policy, reason: str = "due") -> SendMail:
+    number = case.reminders_sent + 1
+    to, cc = _recipients(case, policy)
+    return SendMail(
+        action_id=f"{case.key}/reminder/{number}/{_cycle(case)}/{reason}",
+        case_key=case.key,
+        kind=EntryKind.REMINDER,
+        template="reminder" if number == 1 else "reminder2",
+        to=to,
+        cc=cc,
+        reminder_number=number,
+    )
+
+
+def closure(case: Case, policy: Policy, fields: ClosureFields | None, action_suffix: str) -> SendMail:
+    to, cc = _recipients(case, policy)
+    return SendMail(
+        action_id=f"{case.key}/closure/{action_suffix}",
+        case_key=case.key,
+        kind=EntryKind.CLOSURE,
+        template="closure",
+        to=to,
+        cc=cc,
+        closure=fields or ClosureFields(),
+        default_closure=fields is None or not (fields.problem or fields.analysis or fields.summary),
+    )
+
+
+def due_now(case: Case, now: datetime, policy: Policy) -> list[SendMail]:
+    """What must go out for this case at `now` (at most one mail: the next step of its follow-up)."""
+    action = plan_next(case, policy)
+    if action is None or action.due > now:
+        return []
+    if action.kind == "reminder":
+        return [reminder(case, policy)]
+    return [closure(case, policy, None, f"auto/{_cycle(case)}")]
+
+
+# --- engineer commands -----------------------------------------------------------------------------
+
+
+def _local_opening(day: date, policy: Policy) -> datetime:
+    cal = policy.calendar
+    return cal.into_working_hours(datetime.combine(day, time(0, 0), tzinfo=cal.zone))
+
+
+def apply_commands(
+    case: Case | None,
+    mail: InboundMail,
+    role: Role,
+    commands: list[Command],
+    now: datetime,
+    policy: Policy,
+    language: str,
+) -> tuple[Case | None, list[SendMail]]:
+    """Carry out the commands of one mail on its case. Returns the new case and the mails to send:
+    the closure (for #close), a reminder (for #remind now) and one receipt to the engineer."""
+    if not commands:
+        return case, []
+    raw = "; ".join(c.raw for c in commands)
+    receipt_id = f"receipt/{mail.message_id}"
+    key = case.key if case else ""
+    if role != Role.ENGINEER or (why := authentication_failed(mail, policy.trusted_authserv_ids)):
+        reason = (
+            f"refused: {mail.from_addr or 'an unknown sender'} is not an engineer"
+            if role != Role.ENGINEER
+            else f"refused: {why}"
+        )
+        # Report to the case's engineers, never answer the sender: they are not one of us.
+        if case is None or not case.engineers:
+            return case, []
+        noted = case.with_(notes=(*case.notes, f"{now.isoformat()} {reason} ({raw})"))
+        notice = SendMail(
+            action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="receipt",
+            to=case.engineers, receipt=Receipt(raw, False, reason), in_reply_to=mail.message_id,
+        )
+        return noted, [notice]
+    if reason_not_to_answer(mail, role):
+        return case, []
+    sends: list[SendMail] = []
+    results: list[tuple[bool, str]] = []
+    for command in commands:
+        case, ok, message, extra = _apply_one(case, command, mail, now, policy, language)
+        results.append((ok, f"{command.raw}: {message}"))
+        sends.extend(extra)
+    ok = all(r[0] for r in results)
+    details = tuple(r[1] for r in results)
+    if any(c.name == "help" for c in commands):
+        details += tuple(HELP.get(language, HELP["en"]))
+    if any(c.name == "status" for c in commands) and case is not None:
+        details += status_card(case, policy)
+    receipt = SendMail(
+        action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="receipt",
+        to=(mail.from_addr,), receipt=Receipt(raw, ok, "done" if ok else "not done", details),
+        in_reply_to=mail.message_id,
+    )
+    return case, [*sends, receipt]
+
+
+def _apply_one(
+    case: Case | None, command: Command, mail: InboundMail, now: datetime, policy: Policy, language: str
+) -> tuple[Case | None, bool, str, list[SendMail]]:
+    if command.error:
+        return case, False, command.error, []
+    if command.name == "help":
+        return case, True, "the commands are listed below", []
+    if case is None:
+        return case, False, "no case found: put the case number in the subject or reply in its thread", []
+    name = command.name
+    if name == "close":
+        if case.status == CaseStatus.CLOSED:
+            return case, False, "the case is already closed (use #reopen first)", []
+        if not live_customers(case):
+            closed = case.with_(status=CaseStatus.CLOSED, next_action=None, closure=command.closure)
+            return closed, True, "closed; no customer address to send the summary to", []
+        send = closure(case, policy, command.closure, f"cmd/{mail.message_id}")
+        return case.with_(closure=command.closure), True, "closure summary sent, case closed", [send]
+    if name == "snooze":
+        cal = policy.calendar
+        if command.snooze_days is not None:
+            until = cal.add_business_days(now, command.snooze_days)
+        else:
+            assert command.snooze_until is not None
+            until = _local_opening(command.snooze_until, policy)
+        if until <= now:
+            return case, False, "that date is in the past", []
+        shown = until.astimezone(cal.zone).strftime("%Y-%m-%d %H:%M")
+        return case.with_(snoozed_until=until), True, f"reminders held until {shown}", []
+    if name == "followup":
+        on = command.args[0].lower() in ("on", "开")
+        return case.with_(followup_enabled=on), True, "reminders resumed" if on else "reminders stopped", []
+    if name == "remind":
+        if case.status != CaseStatus.WAITING_CUSTOMER or not live_customers(case):
+            return case, False, "the case is not waiting on a customer we can reach", []
+        send = reminder(case, policy, reason=f"cmd/{mail.message_id}")
+        return case, True, f"reminder {send.reminder_number} sent", [send]
+    if name == "waiting":
+        target = {"customer": CaseStatus.WAITING_CUSTOMER, "engineer": CaseStatus.WAITING_ENGINEER,
+                  "vendor": CaseStatus.WAITING_VENDOR}[command.args[0].lower()]
+        updated = case.with_(status=target)
+        if target == CaseStatus.WAITING_CUSTOMER and case.last_engineer_mail is None:
+            updated = updated.with_(last_engineer_mail=now)
+        return updated, True, f"status set to {target.value}", []
+    if name == "called":
+        return case.with_(phone_call_logged=True), True, "phone call attempt logged", []
+    if name == "reopen":
+        if case.status != CaseStatus.CLOSED:
+            return case, False, "the case is not closed", []
+        return case.with_(status=CaseStatus.OPEN, closure=None), True, "case reopened", []
+    if name == "lang":
+        lang = "en" if command.args[0].lower() == "en" else "zh-CN"
+        return case.with_(language_override=lang), True, f"language set to {lang}", []
+    if name == "status":
+        return case, True, "case card below", []
+    return case, False, f"unknown command {command.raw}", []
+
+
+def status_card(case: Case, policy: Policy) -> tuple[str, ...]:
+    zone = policy.calendar.zone
+    nxt = plan_next(case, policy)
+    return (
+        f"case: {case.key} — {case.title}",
+        f"status: {case.status.value}",
+        f"customers: {', '.join(case.customers) or '-'}",
+        f"engineers: {', '.join(case.engineers) or '-'}",
+        f"reminders sent: {case.reminders_sent}",
+        "next: " + (f"{nxt.kind} at {nxt.due.astimezone(zone):%Y-%m-%d %H:%M}" if nxt else "nothing scheduled"),
+        f"messages: {len(case.timeline)}",
+    )

@@ -1,0 +1,28 @@
+"""The interface every mailbox adapter offers (Maildir, IMAP, and the in-memory twin for tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    ref: str  # adapter-specific handle (Maildir file name, IMAP "folder/uidvalidity/uid")
+    raw: bytes
+
+
+class Mailbox(Protocol):
+    """fetch → (the service saves case state) → mark_processed / quarantine. Nothing is ever deleted.
+
+    `fetch_new` returns mail not yet marked processed; after a crash, mail fetched but not marked is
+    fetched again and the store's Message-ID dedup keeps it from being recorded twice.
+    """
+
+    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]: ...
+
+    def mark_processed(self, refs: list[str]) -> None: ...
+
+    def quarantine(self, ref: str, reason: str) -> None: ...
+
+    def close(self) -> None: ...

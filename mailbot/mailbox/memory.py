@@ -1,0 +1,35 @@
+"""The in-memory twin of a mailbox, for tests of the service without any server or folder."""
+
+from __future__ import annotations
+
+from mailbot.mailbox.base import FetchedMail
+
+
+class MemoryMailbox:
+    def __init__(self) -> None:
+        self.inbox: dict[str, bytes] = {}
+        self.processed: dict[str, bytes] = {}
+        self.quarantined: dict[str, tuple[bytes, str]] = {}
+        self._n = 0
+
+    def deliver(self, raw: bytes) -> str:
+        self._n += 1
+        ref = f"m{self._n:06d}"
+        self.inbox[ref] = raw
+        return ref
+
+    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]:
+        refs = sorted(self.inbox)[:limit] if limit else sorted(self.inbox)
+        return [FetchedMail(ref, self.inbox[ref]) for ref in refs]
+
+    def mark_processed(self, refs: list[str]) -> None:
+        for ref in refs:
+            if ref in self.inbox:
+                self.processed[ref] = self.inbox.pop(ref)
+
+    def quarantine(self, ref: str, reason: str) -> None:
+        if ref in self.inbox:
+            self.quarantined[ref] = (self.inbox.pop(ref), reason)
+
+    def close(self) -> None:
+        pass

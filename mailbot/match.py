@@ -1,0 +1,110 @@
+"""Finds the case a mail belongs to: subject case number, tracking token, then the thread's Message-IDs."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailbot.models import CaseMatch, Flag, InboundMail, MatchRule
+
+# Reply/forward prefixes in the languages our customers write in, any number of them, in any order:
+# `回复: 答复: RE: AW: Antw: SV: VS: FW: Fwd: WG: TR: RIF: ENC: Odp: 转发: 轉寄:` (after NFKC, so full-width
+# colons are ASCII), optionally with a counter such as `RE[2]:` or `Re(3):`.
+_PREFIX = re.compile(
+    r"^\s*(?:(?:re|aw|antw(?:oord)?|sv|vs|fw|fwd|wg|tr|rif|r|enc|odp|res|ynt|atb|回复|答复|回覆|答覆|转发|轉寄|"
+    r"转寄|轉發|自动回复|自動回覆|Automatic reply|Auto(?:matic)?[ -]?reply)\s*(?:\[\d+\]|\(\d+\))?\s*:\s*)+",
+    re.IGNORECASE,
+)
+_CASE_TAG = re.compile(r"[\[【]\s*(?:案例号|案例號|Case(?: No\.?| number| #)?|Ticket)?\s*:?\s*([^\]】]*)[\]】]", re.I)
+
+
+def normalise(subject: str) -> str:
+    """NFKC folds full-width forms (`：` → `:`, `ＣＡＳ` → `CAS`); 【】 survive NFKC and are kept."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", subject)).strip()
+
+
+def strip_prefixes(subject: str) -> str:
+    """The subject without any reply/forward prefixes (`回复: RE: AW: x` → `x`)."""
+    s = normalise(subject)
+    while True:
+        stripped = _PREFIX.sub("", s, count=1).strip()
+        if stripped == s:
+            return s
+        s = stripped
+
+
+def find_key(subject: str, patterns: tuple[re.Pattern[str], ...]) -> str | None:
+    s = normalise(subject)
+    for pattern in patterns:
+        m = pattern.search(s)
+        if m:
+            return m.group(0).upper()
+    return None
+
+
+def find_tokens(text: str, token: re.Pattern[str] | None) -> tuple[str, ...]:
+    if token is None:
+        return ()
+    # Tokens are often glued to the text before them (`初次响应CMIT:0001247`): search, don't anchor.
+    return tuple(dict.fromkeys(m.group(0).upper() for m in token.finditer(normalise(text))))
+
+
+def title_of(subject: str, key: str | None, token: re.Pattern[str] | None) -> str:
+    """The case's title: the text between the `%` markers where present, else the cleaned subject."""
+    s = strip_prefixes(subject)
+    parts = s.split("%")
+    if len(parts) >= 3 and parts[1].strip():
+        return parts[1].strip()
+    s = _CASE_TAG.sub(" ", s)
+    if key:
+        s = re.sub(re.escape(key), " ", s, flags=re.I)
+    if token is not None:
+        s = token.sub(" ", s)
+    return re.sub(r"\s+", " ", s).strip(" -:%") or (key or "")
+
+
+@dataclass(frozen=True)
+class Index:
+    """What the store knows, as lookups: Message-ID → case key, tracking token → case key."""
+
+    case_for_message: Callable[[str], str | None]
+    case_for_token: Callable[[str], str | None]
+
+
+def match(
+    mail: InboundMail,
+    patterns: tuple[re.Pattern[str], ...],
+    token: re.Pattern[str] | None,
+    index: Index,
+) -> CaseMatch:
+    """Rules in order; the first that finds a case wins, and the result says which rule it was."""
+    key = find_key(mail.subject, patterns)
+    if key:
+        return CaseMatch(key, MatchRule.SUBJECT, key)
+    for tok in find_tokens(mail.subject, token):
+        found = index.case_for_token(tok)
+        if found:
+            return CaseMatch(found, MatchRule.TRACKING_TOKEN, tok)
+    for mid in mail.in_reply_to:
+        found = index.case_for_message(mid)
+        if found:
+            return CaseMatch(found, MatchRule.IN_REPLY_TO, mid)
+    for mid in reversed(mail.references):  # newest first (RFC 5322 §3.6.4 lists oldest first)
+        found = index.case_for_message(mid)
+        if found:
+            return CaseMatch(found, MatchRule.REFERENCES, mid)
+    if Flag.BOUNCE in mail.flags:
+        key = find_key(mail.bounced_subject, patterns)
+        if key:
+            return CaseMatch(key, MatchRule.BOUNCED_HEADERS, key)
+        for mid in mail.bounced_message_ids:
+            found = index.case_for_message(mid)
+            if found:
+                return CaseMatch(found, MatchRule.BOUNCED_HEADERS, mid)
+        for tok in find_tokens(mail.bounced_subject, token):
+            found = index.case_for_token(tok)
+            if found:
+                return CaseMatch(found, MatchRule.BOUNCED_HEADERS, tok)
+    return CaseMatch(None, None)

@@ -1,0 +1,180 @@
+"""The frozen values that flow through mailbot: mail in, cases, actions, mail out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ENGINEER = "engineer"
+    CUSTOMER = "customer"
+    BOT = "bot"
+    OTHER = "other"
+
+
+class Flag(StrEnum):
+    """What kind of sender produced a mail; RFC 3834 says never to answer the first three."""
+
+    AUTO_REPLY = "auto_reply"
+    BOUNCE = "bounce"
+    LIST = "list"
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    WAITING_CUSTOMER = "waiting_customer"
+    WAITING_ENGINEER = "waiting_engineer"
+    WAITING_VENDOR = "waiting_vendor"
+    CLOSED = "closed"
+
+
+class EntryKind(StrEnum):
+    MAIL = "mail"
+    AUTO_REPLY = "auto_reply"
+    BOUNCE = "bounce"
+    COMMAND = "command"
+    REMINDER = "reminder"
+    CLOSURE = "closure"
+    RECEIPT = "receipt"
+
+
+class MatchRule(StrEnum):
+    SUBJECT = "subject"
+    TRACKING_TOKEN = "tracking_token"
+    IN_REPLY_TO = "in_reply_to"
+    REFERENCES = "references"
+    BOUNCED_HEADERS = "bounced_headers"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    """One received message, decoded once at the edge; nothing after parse touches raw bytes."""
+
+    message_id: str
+    subject: str
+    from_addr: str
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    date: datetime | None  # aware, UTC; None when the Date header is missing or unreadable
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    new_text: str  # the mail's own words: quoted history removed, credentials masked
+    attachments: tuple[Attachment, ...] = ()
+    flags: frozenset[Flag] = frozenset()
+    flag_reasons: tuple[str, ...] = ()
+    return_path: str | None = None
+    # For bounces: subject and ids of the returned original, so the bounce threads to its case.
+    bounced_subject: str = ""
+    bounced_message_ids: tuple[str, ...] = ()
+    bounced_recipients: tuple[str, ...] = ()
+    authentication_results: tuple[str, ...] = ()
+    message_id_synthesized: bool = False
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    """A message the parser could not make sense of: it goes to quarantine with this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class CaseMatch:
+    key: str | None
+    rule: MatchRule | None
+    detail: str = ""  # the text that matched, for `explain`
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    message_id: str
+    date: datetime  # aware, UTC
+    from_addr: str
+    role: Role
+    kind: EntryKind
+    direction: str  # "in" | "out"
+    text: str
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class NextAction:
+    kind: str  # "reminder" | "closure"
+    due: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class ClosureFields:
+    problem: str = ""
+    analysis: str = ""
+    summary: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    subject: str  # the case's subject without reply prefixes, used for outgoing mail
+    status: CaseStatus
+    language: str
+    opened: datetime
+    last_activity: datetime
+    tracking_tokens: tuple[str, ...] = ()
+    customers: tuple[str, ...] = ()
+    engineers: tuple[str, ...] = ()
+    contact_names: tuple[tuple[str, str], ...] = ()  # (address, display name) as seen in From headers
+    timeline: tuple[TimelineEntry, ...] = ()
+    reminders_sent: int = 0
+    next_action: NextAction | None = None
+    last_engineer_mail: datetime | None = None
+    language_override: str | None = None
+    followup_enabled: bool = True
+    snoozed_until: datetime | None = None
+    phone_call_logged: bool = False
+    failed_addresses: tuple[str, ...] = ()
+    closure: ClosureFields | None = None
+    notes: tuple[str, ...] = ()
+
+    def with_(self, **changes: object) -> Case:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def effective_language(self) -> str:
+        return self.language_override or self.language
+
+    def name_of(self, address: str) -> str:
+        return dict(self.contact_names).get(address, "")
+
+    def has_message(self, message_id: str) -> bool:
+        return any(e.message_id == message_id for e in self.timeline)
+
+
+@dataclass(frozen=True)
+class OutboundMail:
+    """A rendered mail, ready to record in the outbox ledger and send."""
+
+    action_id: str  # deterministic: the same decision always yields the same id (exactly-once)
+    case_key: str
+    kind: EntryKind
+    message_id: str
+    subject: str
+    from_addr: str
+    from_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    text: str
+    html: str | None
+    auto_submitted: str = "auto-generated"
+    extra_headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)

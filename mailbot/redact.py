@@ -1,0 +1,40 @@
+"""Masks credentials that people paste into mail, before anything is stored, logged, rendered or sent."""
+
+from __future__ import annotations
+
+import re
+
+MASK = "******"
+
+# `密码：secret`, `password = secret`, `口令: secret` … the label stays, the value goes.
+_LABELLED = re.compile(
+    r"(?P<label>(?:密码|口令|密钥|登录密码|初始密码|pass(?:word|wd|phrase|wort)?|kennwort|pwd|secret|api[ _-]?key|"
+    r"access[ _-]?key|token|auth[ _-]?code|验证码|授权码)\s*(?:\([^)]*\))?\s*[:：=]\s*)"
+    r"(?P<value>[^\s,，;；&]+)",
+    re.IGNORECASE,
+)
+# scheme://user:secret@host
+_URL_USERINFO = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)", re.I)
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+)
+_BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=-]{12,})")
+_KNOWN_TOKENS = re.compile(
+    r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|"
+    r"sk-[A-Za-z0-9]{20,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b"
+)
+
+
+def redact(text: str) -> str:
+    """Return `text` with every credential we recognise replaced by a mask."""
+    if not text:
+        return text
+    text = _PRIVATE_KEY.sub(lambda m: f"[{m.group('kind').lower()} removed]", text)
+    text = _URL_USERINFO.sub(lambda m: m.group("pre") + MASK, text)
+    text = _LABELLED.sub(lambda m: m.group("label") + MASK, text)
+    text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
+    return _KNOWN_TOKENS.sub(MASK, text)
+
+
+def contains_secret(text: str) -> bool:
+    return redact(text) != text

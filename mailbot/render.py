@@ -1,0 +1,175 @@
+"""Jinja templates → OutboundMail: a proper reply in the case's thread, in the case's language."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from mailbot.cases import last_request
+from mailbot.compose import make_message_id
+from mailbot.decide import SendMail
+from mailbot.models import Case, EntryKind, OutboundMail
+
+TEMPLATE_NAMES = ("reminder", "reminder2", "closure", "receipt")
+LANGUAGES = ("zh-CN", "en")
+REPLY_PREFIX = {"zh-CN": "回复: ", "en": "Re: "}
+_THREAD_KINDS = (EntryKind.MAIL, EntryKind.AUTO_REPLY, EntryKind.REMINDER, EntryKind.CLOSURE)
+
+
+class TemplateProblem(Exception):
+    """A template that is missing or fails to render: a clear one-line reason."""
+
+
+def environment(templates_dir: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        # Only the HTML part is escaped; subjects and plain text must stay as written (LIBRARIES.md).
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+@dataclass(frozen=True)
+class Identity:
+    address: str
+    name: str
+    zone: ZoneInfo
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+def _local(d: datetime, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return d.astimezone(zone).strftime(fmt)
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def no_newlines(value: str) -> str:
+    """Header fields must not carry CR/LF: a rendered value must never add a header (injection)."""
+    return re.sub(r"[\r\n]+", " ", value).strip()
+
+
+def context(case: Case, send: SendMail, me: Identity, now: datetime, business_days_silent: int) -> dict[str, Any]:
+    first_customer = case.customers[0] if case.customers else ""
+    engineer = case.engineers[0] if case.engineers else ""
+    receipt = send.receipt
+    closure = send.closure or case.closure
+    return {
+        "case": SimpleNamespace(
+            key=case.key,
+            title=case.title,
+            subject=case.subject,
+            status=case.status.value,
+            language=case.effective_language,
+            customers=list(case.customers),
+            engineers=list(case.engineers),
+            tracking_tokens=list(case.tracking_tokens),
+            reminders_sent=case.reminders_sent,
+            opened=_local(case.opened, me.zone),
+        ),
+        "customer_name": case.name_of(first_customer),
+        "engineer_name": case.name_of(engineer),
+        "bot_name": me.name,
+        "reminder_number": send.reminder_number,
+        "phone_call_logged": case.phone_call_logged,
+        "days_silent": business_days_silent,
+        "last_request": last_request(case),
+        "closure": SimpleNamespace(
+            problem=closure.problem if closure else "",
+            analysis=closure.analysis if closure else "",
+            summary=closure.summary if closure else "",
+            default_used=send.default_closure,
+        ),
+        "timeline": [
+            SimpleNamespace(
+                date=_local(e.date, me.zone), role=e.role.value, kind=e.kind.value,
+                direction=e.direction, sender=e.from_addr, text=_one_line(e.text),
+            )
+            for e in case.timeline
+            if e.kind not in (EntryKind.COMMAND, EntryKind.RECEIPT)
+        ],
+        "receipt": SimpleNamespace(
+            command=receipt.command if receipt else "",
+            ok=receipt.ok if receipt else True,
+            message=receipt.message if receipt else "",
+            details=list(receipt.details) if receipt else [],
+        ),
+        "now": _local(now, me.zone, "%Y-%m-%d"),
+    }
+
+
+def render_parts(env: jinja2.Environment, language: str, name: str, ctx: dict[str, Any]) -> tuple[str, str, str]:
+    """(subject, text, html) of one template; a language without the template falls back to en/."""
+    out = []
+    for suffix in ("subject.txt", "txt", "html"):
+        try:
+            template = env.select_template([f"{language}/{name}.{suffix}", f"en/{name}.{suffix}"])
+            out.append(template.render(ctx))
+        except jinja2.TemplateNotFound:
+            raise TemplateProblem(f"template {language}/{name}.{suffix} not found") from None
+        except jinja2.TemplateError as e:
+            raise TemplateProblem(f"template {language}/{name}.{suffix}: {e}") from None
+    return no_newlines(out[0]), out[1].strip() + "\n", out[2]
+
+
+def _thread(case: Case, reply_to: str | None) -> tuple[str | None, tuple[str, ...]]:
+    ids = [e.message_id for e in case.timeline if e.kind in _THREAD_KINDS and not e.message_id.endswith(".invalid>")]
+    if reply_to:
+        return reply_to, (*[i for i in ids if i != reply_to][-10:], reply_to)
+    if not ids:
+        return None, ()
+    # RFC 5322 §3.6.4: References = parent's chain + parent; we keep the first and the latest ids.
+    chain = ids if len(ids) <= 12 else [ids[0], *ids[-11:]]
+    return ids[-1], tuple(chain)
+
+
+def with_reply_prefix(subject: str, language: str) -> str:
+    prefix = REPLY_PREFIX.get(language, "Re: ")
+    return subject if subject.lower().startswith(prefix.lower()) else prefix + subject
+
+
+def outbound(
+    env: jinja2.Environment, case: Case, send: SendMail, me: Identity, now: datetime,
+    show_engineer_name: bool, business_days_silent: int = 0,
+) -> OutboundMail:
+    language = case.effective_language
+    ctx = context(case, send, me, now, business_days_silent)
+    subject, text, html = render_parts(env, language, send.template, ctx)
+    if send.kind != EntryKind.RECEIPT:
+        subject = with_reply_prefix(subject, language)
+    in_reply_to, references = _thread(case, send.in_reply_to)
+    engineer_name = ctx["engineer_name"]
+    from_name = f"{engineer_name} via {me.name}" if show_engineer_name and engineer_name else me.name
+    return OutboundMail(
+        action_id=send.action_id,
+        case_key=case.key,
+        kind=send.kind,
+        message_id=make_message_id(send.action_id, me.domain),
+        subject=no_newlines(subject),
+        from_addr=me.address,
+        from_name=no_newlines(from_name),
+        to=send.to,
+        cc=send.cc,
+        in_reply_to=in_reply_to,
+        references=references,
+        text=text,
+        html=html,
+        # RFC 3834 §5: receipts answer a mail (auto-replied); reminders are generated (auto-generated).
+        auto_submitted="auto-replied" if send.kind == EntryKind.RECEIPT else "auto-generated",
+    )
+

@@ -1,0 +1,347 @@
+"""Where rendered mail goes: an outbox directory, a real SMTP server, or memory (tests).
+
+Every failure is one of two kinds, because the caller only has to decide "retry later" or "give up":
+TemporaryFailure (4xx replies, connection, login and TLS problems: the mail itself is fine) and
+PermanentFailure (5xx for this mail's sender, recipients or content: resending the same bytes won't help).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mailbot.config import SmtpSettings
+from mailbot.storage import atomic_write_bytes
+
+# recipient → (SMTP code, server text), as smtplib's sendmail reports refusals.
+Refused = dict[str, tuple[int, str]]
+
+
+class TransportError(Exception):
+    """A send or check failed; `reason` is one line a user can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporaryFailure(TransportError):
+    """Try again later: 4xx replies (RFC 5321 §4.2.1), connection refused/timeout, login or TLS trouble."""
+
+
+class PermanentFailure(TransportError):
+    """5xx for this mail (RFC 5321 §4.2.1): `recipients` are the refused addresses, all when the whole
+    mail was refused."""
+
+    def __init__(self, reason: str, recipients: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.recipients = recipients
+
+
+class Transport(Protocol):
+    def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
+        """Hand the mail over; return the refused recipients (empty when all were accepted).
+
+        Raises TemporaryFailure or PermanentFailure; PermanentFailure only when nobody got the mail.
+        """
+        ...
+
+    def check(self) -> str:
+        """One-line verdict for `doctor`; raises TransportError with the reason when it would not work."""
+        ...
+
+    def already_sent(self, message_id: str) -> bool | None:
+        """Whether this Message-ID already went out; None when this transport cannot tell."""
+        ...
+
+
+def _one_line(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(text.split())
+
+
+# --- outbox directory: the default and the demo; a human or another tool picks the files up.
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+def outbox_file_name(message_id: str) -> str:
+    """A file name that is the Message-ID when it is safe, or a sanitised one plus a hash otherwise
+    (so two different ids can never share a file)."""
+    bare = message_id.strip().strip("<>")
+    safe = _UNSAFE.sub("_", bare)
+    if safe != bare or not safe or safe.startswith(".") or len(safe) > 200:
+        digest = hashlib.sha256(message_id.encode("utf-8")).hexdigest()[:16]
+        safe = f"{safe.lstrip('.')[:80]}-{digest}"
+    return safe + ".eml"
+
+
+class OutboxDirTransport:
+    """Writes each mail to `<directory>/<message id>.eml`; the file's existence is the proof of sending."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, message_id: str) -> Path:
+        return self.directory / outbox_file_name(message_id)
+
+    def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
+        if not recipients:
+            raise PermanentFailure("no recipients")
+        target = self.path_for(message_id)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, raw)
+        except OSError as e:
+            # A full disk or a permission problem is not the mail's fault: keep it and retry.
+            raise TemporaryFailure(f"cannot write {target}: {e.strerror or e}") from e
+        return {}
+
+    def check(self) -> str:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.directory, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise TemporaryFailure(
+                f"outbox directory {self.directory} is not writable: {e.strerror or e}"
+            ) from e
+        count = sum(1 for _ in self.directory.glob("*.eml"))
+        return f"outbox directory {self.directory} is writable ({count} mails in it)"
+
+    def already_sent(self, message_id: str) -> bool | None:
+        return self.path_for(message_id).exists()
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    """Readers see the whole file or none: the store's crash-safe write (temp, fsync, rename, fsync dir)."""
+    atomic_write_bytes(target, data)
+
+
+# --- SMTP (RFC 5321) through smtplib.
+
+# RFC 4954 §6: 530 auth required, 534 mechanism too weak, 535 bad credentials, 538 encryption required.
+# They answer MAIL FROM as 5xx, but it is our login that is wrong, not the mail or its recipients.
+_AUTH_CODES = frozenset({530, 534, 535, 538})
+
+
+def _reply(code: int, text: str | bytes) -> str:
+    return f"{code} {_one_line(text)}".strip()
+
+
+class SmtpTransport:
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        password: str | None,
+        *,
+        local_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.password = password
+        # The EHLO name; smtplib's default is getfqdn(), which can stall on DNS. Pass the bot's domain.
+        self.local_hostname = local_hostname
+        self.ssl_context = ssl_context or ssl.create_default_context()
+
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def _connect(self) -> smtplib.SMTP:
+        """Open, secure and log in a session; raises TemporaryFailure with the reason."""
+        s = self.settings
+        try:
+            if s.security == "ssl":  # implicit TLS, RFC 8314 §3.3 (usually port 465)
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host,
+                    s.port,
+                    local_hostname=self.local_hostname,
+                    timeout=s.timeout_seconds,
+                    context=self.ssl_context,
+                )
+            else:
+                smtp = smtplib.SMTP(
+                    s.host, s.port, local_hostname=self.local_hostname, timeout=s.timeout_seconds
+                )
+        except (smtplib.SMTPException, OSError) as e:
+            raise self._session_error(e) from e
+        try:
+            smtp.ehlo()
+            if s.security == "starttls":  # RFC 3207
+                smtp.starttls(context=self.ssl_context)
+                smtp.ehlo()  # RFC 3207 §4.2: forget what the server said before TLS
+            if s.username and self.password:
+                smtp.login(s.username, self.password)  # RFC 4954
+        except (smtplib.SMTPException, OSError) as e:
+            _close(smtp)
+            raise self._session_error(e) from e
+        return smtp
+
+    def _session_error(self, e: BaseException) -> TemporaryFailure:
+        """Connection, TLS and login problems: never the mail's fault, so always temporary."""
+        where = self._where
+        security = self.settings.security
+        if isinstance(e, smtplib.SMTPAuthenticationError):
+            return TemporaryFailure(
+                f"SMTP login as {self.settings.username!r} refused by {where} "
+                f"({_reply(e.smtp_code, e.smtp_error)}): wrong username or password?"
+            )
+        if isinstance(e, smtplib.SMTPNotSupportedError):
+            text = str(e)
+            if "STARTTLS" in text.upper():
+                return TemporaryFailure(
+                    f"{where} does not offer STARTTLS: set [smtp] security to 'ssl' or 'none' to match the server"
+                )
+            return TemporaryFailure(f"{where}: {text} (no SMTP AUTH: leave [smtp] username empty?)")
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return TemporaryFailure(f"TLS certificate of {where} not trusted: {e.verify_message}")
+        if isinstance(e, ssl.SSLError):
+            hint = (
+                "the port speaks plain SMTP: use security 'starttls' or 'none'"
+                if security == "ssl"
+                else "TLS mismatch between [smtp] security and the server"
+            )
+            return TemporaryFailure(f"TLS handshake with {where} failed ({e.reason or e}): {hint}")
+        if isinstance(e, smtplib.SMTPServerDisconnected) and isinstance(e.__context__, TimeoutError):
+            e = e.__context__  # smtplib reports a read timeout as "Connection unexpectedly closed"
+        if isinstance(e, smtplib.SMTPServerDisconnected):
+            return TemporaryFailure(f"{where} closed the connection ({e or 'no reason given'})")
+        if isinstance(e, smtplib.SMTPResponseException):  # greeting or EHLO refused (SMTPConnectError…)
+            return TemporaryFailure(f"{where} refused the session: {_reply(e.smtp_code, e.smtp_error)}")
+        if isinstance(e, ConnectionRefusedError):
+            return TemporaryFailure(
+                f"connection to {where} refused: is the SMTP server running on that port?"
+            )
+        if isinstance(e, TimeoutError):  # socket.timeout is TimeoutError since Python 3.10
+            return TemporaryFailure(f"{where} did not answer within {self.settings.timeout_seconds} s")
+        if isinstance(e, OSError):
+            return TemporaryFailure(f"cannot reach {where}: {e.strerror or e}")
+        return TemporaryFailure(f"SMTP session with {where} failed: {e}")
+
+    def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
+        if not recipients:
+            raise PermanentFailure("no recipients")
+        smtp = self._connect()
+        try:
+            refused: Refused = smtp.sendmail(sender, recipients, raw)
+        except smtplib.SMTPRecipientsRefused as e:
+            raise _all_refused(e.recipients, recipients) from e
+        except smtplib.SMTPSenderRefused as e:
+            raise self._mail_refused("sender " + sender, e.smtp_code, e.smtp_error, recipients) from e
+        except smtplib.SMTPDataError as e:
+            raise self._mail_refused("message", e.smtp_code, e.smtp_error, recipients) from e
+        except smtplib.SMTPResponseException as e:
+            raise self._mail_refused("mail", e.smtp_code, e.smtp_error, recipients) from e
+        except (smtplib.SMTPException, OSError) as e:
+            # Disconnected or timed out mid-transaction: the server did not take responsibility (RFC 5321
+            # §6.1 starts at the final 250), so sending again is right.
+            raise self._session_error(e) from e
+        finally:
+            _close(smtp)
+        # Partial refusal: the others have it; reporting the refused ones is the caller's business.
+        return {addr: (code, _one_line(text)) for addr, (code, text) in refused.items()}
+
+    def _mail_refused(self, what: str, code: int, text: str | bytes, recipients: list[str]) -> TransportError:
+        reply = _reply(code, text)
+        if code in _AUTH_CODES:
+            return TemporaryFailure(
+                f"{self._where} wants a login before sending ({reply}): check [smtp] username"
+            )
+        if 400 <= code < 500:
+            return TemporaryFailure(f"{what} deferred by {self._where}: {reply}")
+        return PermanentFailure(f"{what} refused by {self._where}: {reply}", tuple(recipients))
+
+    def check(self) -> str:
+        s = self.settings
+        if s.username and not self.password:
+            raise TemporaryFailure(f"[smtp] username is {s.username!r} but ${s.password_env} is empty")
+        smtp = self._connect()
+        try:
+            code, text = smtp.noop()
+        except (smtplib.SMTPException, OSError) as e:
+            raise self._session_error(e) from e
+        finally:
+            _close(smtp)
+        if code != 250:
+            raise TemporaryFailure(f"{self._where} answered NOOP with {_reply(code, text)}")
+        login = f", logged in as {s.username}" if s.username else ", no login"
+        return f"SMTP {self._where} reachable ({s.security}{login})"
+
+    def already_sent(self, message_id: str) -> bool | None:
+        return None  # SMTP keeps no record we can ask; the Sent folder (IMAP) is the place to look
+
+
+def _all_refused(refusals: Refused, recipients: list[str]) -> TransportError:
+    """Every RCPT refused: give up only when all refusals are 5xx; any 4xx is worth a retry."""
+    replies = "; ".join(f"{addr}: {_reply(code, text)}" for addr, (code, text) in refusals.items())
+    if refusals and all(code >= 500 for code, _ in refusals.values()):
+        return PermanentFailure(f"all recipients refused ({replies})", tuple(refusals))
+    return TemporaryFailure(f"recipients deferred ({replies or 'connection closed'})")
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    """QUIT politely; the mail is already accepted (or not), so a failing QUIT must not change that."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+# --- in memory, for tests.
+
+
+@dataclass(frozen=True)
+class SentMail:
+    raw: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    message_id: str
+
+
+class MemoryTransport:
+    """Records what would have been sent; can fail the next N sends, refuse given addresses, or fail check."""
+
+    def __init__(self) -> None:
+        self.sent: list[SentMail] = []
+        self.refuse: Refused = {}  # address (lowercase) → reply, like a server refusing that RCPT
+        self.check_error: TransportError | None = None
+        self._failures: list[TransportError] = []
+        self.attempts = 0
+
+    def fail_next(self, error: TransportError, n: int = 1) -> None:
+        self._failures.extend([error] * n)
+
+    def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
+        self.attempts += 1
+        if self._failures:
+            raise self._failures.pop(0)
+        if not recipients:
+            raise PermanentFailure("no recipients")
+        refused = {r: self.refuse[r.lower()] for r in recipients if r.lower() in self.refuse}
+        accepted = tuple(r for r in recipients if r not in refused)
+        if not accepted:
+            raise _all_refused(refused, recipients)
+        self.sent.append(SentMail(raw, sender, accepted, message_id))
+        return refused
+
+    def check(self) -> str:
+        if self.check_error is not None:
+            raise self.check_error
+        return f"memory transport ({len(self.sent)} mails sent)"
+
+    def already_sent(self, message_id: str) -> bool | None:
+        return any(m.message_id == message_id for m in self.sent)
+
+    @property
+    def sent_ids(self) -> list[str]:
+        return [m.message_id for m in self.sent]

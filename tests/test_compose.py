@@ -1,0 +1,182 @@
+"""compose: OutboundMail → RFC 5322 bytes."""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from email import policy
+from email.message import EmailMessage
+
+import pytest
+
+from mailbot.compose import make_message_id, recipients, to_bytes
+from mailbot.models import EntryKind, OutboundMail
+
+NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+
+
+def make_mail(**changes: object) -> OutboundMail:
+    mail = OutboundMail(
+        action_id="reminder:CAS-01234-ABCDEF:1",
+        case_key="CAS-01234-ABCDEF",
+        kind=EntryKind.REMINDER,
+        message_id=make_message_id("reminder:CAS-01234-ABCDEF:1", "support.example"),
+        subject="Re: CAS-01234-ABCDEF disk failure",
+        from_addr="casebot@support.example",
+        from_name="Support Bot",
+        to=("Customer@Client.example",),
+        cc=("eng@support.example",),
+        in_reply_to="<parent@client.example>",
+        references=("<root@client.example>", "<parent@client.example>"),
+        text="Hello,\nany news?\n",
+        html=None,
+    )
+    return replace(mail, **changes)  # type: ignore[arg-type]
+
+
+def parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def content(part: EmailMessage) -> str:
+    """Decoded body with wire CRLFs back to the newlines the template had."""
+    text = part.get_content()
+    assert isinstance(text, str)
+    return text.replace("\r\n", "\n")
+
+
+def test_threading_and_loop_prevention_headers() -> None:
+    mail = make_mail()
+    msg = parse(to_bytes(mail, NOW))
+    assert msg["From"] == "Support Bot <casebot@support.example>"
+    assert msg["To"] == "Customer@Client.example"
+    assert msg["Cc"] == "eng@support.example"
+    assert msg["Subject"] == "Re: CAS-01234-ABCDEF disk failure"
+    assert msg["Message-ID"] == mail.message_id
+    # RFC 5322 §3.6.4
+    assert msg["In-Reply-To"] == "<parent@client.example>"
+    assert msg["References"] == "<root@client.example> <parent@client.example>"
+    # RFC 3834 §5 and the Exchange equivalent
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["X-Auto-Response-Suppress"] == "OOF, NRN, AutoReply, RN"
+    assert msg["X-Mailbot-Action"] == "reminder:CAS-01234-ABCDEF:1"
+    assert msg["Date"].datetime == NOW
+    assert msg.get_content_type() == "text/plain"
+    assert content(msg) == "Hello,\nany news?\n"
+
+
+def test_date_keeps_the_callers_offset() -> None:
+    shanghai = timezone(timedelta(hours=8))
+    raw = to_bytes(make_mail(), NOW.astimezone(shanghai))
+    assert b"Date: Mon, 06 May 2024 15:08:09 +0800\r\n" in raw
+
+
+def test_naive_date_is_refused() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        to_bytes(make_mail(), datetime(2024, 5, 6))
+
+
+def test_cc_omitted_when_empty_and_no_threading_headers_for_a_new_thread() -> None:
+    msg = parse(to_bytes(make_mail(cc=(), in_reply_to=None, references=()), NOW))
+    assert "Cc" not in msg
+    assert "In-Reply-To" not in msg
+    assert "References" not in msg
+
+
+def test_long_references_are_folded_and_survive() -> None:
+    refs = tuple(f"<message-{i:03d}.0123456789abcdef@mail.client.example>" for i in range(30))
+    raw = to_bytes(make_mail(references=refs), NOW)
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n")), "RFC 5322 §2.1.1 line length"
+    assert parse(raw)["References"].split() == list(refs)
+
+
+def test_lines_are_crlf_and_seven_bit() -> None:
+    raw = to_bytes(make_mail(subject="回复：初次响应", text="您好，\n请问有进展吗？\n"), NOW)
+    assert max(raw) < 128  # no 8BITMIME negotiated, so nothing 8-bit on the wire
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+
+
+def test_chinese_subject_names_and_body_round_trip() -> None:
+    mail = make_mail(
+        subject="回复：初次响应 CMIT:0001247 关于存储阵列硬盘故障的后续跟进，请尽快回复以便我们安排工程师",
+        from_name="支持团队 机器人",
+        text="您好，\n\n请问问题是否已解决？\n",
+    )
+    msg = parse(to_bytes(mail, NOW))
+    assert msg["Subject"] == mail.subject
+    assert msg["From"].addresses[0].display_name == "支持团队 机器人"
+    assert msg["From"].addresses[0].addr_spec == "casebot@support.example"
+    body = msg.get_body(("plain",))
+    assert body is not None
+    assert body.get_content_charset() == "utf-8"
+    assert content(body) == mail.text
+
+
+def test_html_alternative() -> None:
+    mail = make_mail(text="Hello 你好\n", html="<p>Hello <b>你好</b></p>\n")
+    msg = parse(to_bytes(mail, NOW))
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]  # RFC 2046 §5.1.4 order
+    assert content(parts[0]) == "Hello 你好\n"
+    assert content(parts[1]) == "<p>Hello <b>你好</b></p>\n"
+
+
+def test_extra_headers_are_added() -> None:
+    msg = parse(to_bytes(make_mail(extra_headers=(("X-Mailbot-Case", "CAS-01234-ABCDEF"),)), NOW))
+    assert msg["X-Mailbot-Case"] == "CAS-01234-ABCDEF"
+
+
+@pytest.mark.parametrize("name", ["Subject", "bcc", "Message-ID", "Bad Name", "X-Colon:"])
+def test_extra_headers_cannot_override_or_be_malformed(name: str) -> None:
+    with pytest.raises(ValueError):
+        to_bytes(make_mail(extra_headers=((name, "x"),)), NOW)
+
+
+def _header_names(raw: bytes) -> list[str]:
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    return [m.group(1).lower() for m in re.finditer(r"^([^\s:]+):", head, re.MULTILINE)]
+
+
+@pytest.mark.parametrize("crlf", ["\r\n", "\n", "\r"])
+def test_header_injection_through_subject_is_neutralised(crlf: str) -> None:
+    mail = make_mail(subject=f"Hello{crlf}Bcc: evil@x")
+    raw = to_bytes(mail, NOW)
+    msg = parse(raw)
+    assert "Bcc" not in msg
+    assert "bcc" not in _header_names(raw)
+    assert msg["Subject"] == "Hello Bcc: evil@x"
+
+
+def test_header_injection_through_names_and_extra_headers() -> None:
+    mail = make_mail(
+        from_name="Bot\r\nBcc: evil@x",
+        extra_headers=(("X-Note", "fine\r\nBcc: evil@y"),),
+    )
+    raw = to_bytes(mail, NOW)
+    assert "bcc" not in _header_names(raw)
+    msg = parse(raw)
+    assert "Bcc" not in msg
+    assert msg["X-Note"] == "fine Bcc: evil@y"
+
+
+def test_message_id_is_deterministic_per_action() -> None:
+    a = make_message_id("reminder:CAS-1:1", "support.example")
+    assert a == make_message_id("reminder:CAS-1:1", "Support.Example")
+    assert a != make_message_id("reminder:CAS-1:2", "support.example")
+    assert re.fullmatch(r"<mailbot\.[0-9a-f]{24}@support\.example>", a)
+
+
+@pytest.mark.parametrize("domain", ["", "bad domain", "x>@y", "a@b"])
+def test_message_id_rejects_a_bad_domain(domain: str) -> None:
+    with pytest.raises(ValueError):
+        make_message_id("a", domain)
+
+
+def test_recipients_are_to_then_cc_lowercased_once() -> None:
+    mail = make_mail(to=("A@X.example", "b@y.example"), cc=("a@x.example", " C@Z.example ", "B@Y.EXAMPLE"))
+    assert recipients(mail) == ["a@x.example", "b@y.example", "c@z.example"]
