@@ -122,7 +122,7 @@ def make_mailbox(settings: Settings, store: Any) -> Any:
         return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
     from mailbot.mailbox.imap import ImapMailbox
 
-    return ImapMailbox(settings.mailbox, _secret(settings.mailbox.password_env), store)
+    return ImapMailbox(settings.mailbox, checkpoints=store)
 
 
 def make_transport(settings: Settings) -> Any:

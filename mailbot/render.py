@@ -20,7 +20,8 @@ from mailbot.models import Case, EntryKind, OutboundMail
 TEMPLATE_NAMES = ("reminder", "reminder2", "closure", "receipt")
 LANGUAGES = ("zh-CN", "en")
 REPLY_PREFIX = {"zh-CN": "回复: ", "en": "Re: "}
-_THREAD_KINDS = (EntryKind.MAIL, EntryKind.AUTO_REPLY, EntryKind.REMINDER, EntryKind.CLOSURE)
+# An out-of-office is not a message anyone answers: thread under the last real one.
+_THREAD_KINDS = (EntryKind.MAIL, EntryKind.REMINDER, EntryKind.CLOSURE)
 
 
 class TemplateProblem(Exception):

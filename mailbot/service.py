@@ -107,6 +107,8 @@ class Service:
         self.index = Index(store.case_for_message, store.case_for_token)
         # The IDLE loop and the scheduler's sweep share the store: one lock around every cycle.
         self.lock = threading.RLock()
+        # Importing history: state changes apply (a past #close closes the case) but nothing is sent.
+        self.quiet = False
 
     # --- the cycle ---------------------------------------------------------------------------------
 
@@ -291,6 +293,11 @@ class Service:
     def _record_send(self, case: Case, send: SendMail, now: datetime, report: CycleReport,
                      record_on_case: bool = True) -> None:
         """Render and record the intent (outbox ledger) with the case update, in one commit."""
+        if self.quiet:
+            if send.kind == EntryKind.CLOSURE and record_on_case:
+                current = self.store.get_case(case.key) or case
+                self.store.put_case(current.with_(status=CaseStatus.CLOSED, next_action=None))
+            return
         existing = self.store.outbox_entry(send.action_id)
         if existing is None:
             if not send.to:

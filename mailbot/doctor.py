@@ -1,0 +1,94 @@
+"""`mailbot doctor`: config, templates, store, calendar, mailbox and sending — one verdict line per check,
+a clear reason on failure, exit 1 when anything fails."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from mailbot.config import Settings
+
+
+def _templates(settings: Settings, now: datetime) -> str:
+    from mailbot.decide import SendMail
+    from mailbot.models import Case, CaseStatus, EntryKind
+    from mailbot.render import LANGUAGES, TEMPLATE_NAMES, Identity, environment, render_parts
+    from mailbot.render import context as render_context
+
+    env = environment(settings.templates_dir)
+    me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone)
+    sample = Case(key="CAS-00000-DOCTOR", title="doctor", subject="[CAS-00000-DOCTOR] doctor",
+                  status=CaseStatus.WAITING_CUSTOMER, language="en", opened=now, last_activity=now,
+                  customers=("customer@example.org",), engineers=(settings.bot.address,))
+    for language in LANGUAGES:
+        for name in TEMPLATE_NAMES:
+            send = SendMail("doctor", sample.key, EntryKind.REMINDER, name, sample.customers)
+            render_parts(env, language, name, render_context(sample, send, me, now, 3))
+    return f"{len(LANGUAGES) * len(TEMPLATE_NAMES)} templates render ({settings.templates_dir})"
+
+
+def _store(settings: Settings, now: datetime) -> str:
+    from mailbot.cli import open_store
+
+    counts = open_store(settings).counts()
+    return (f"{settings.bot.state_dir / 'store'}: {counts['active']} open, {counts['closed']} closed, "
+            f"{counts['unmatched']} unmatched, {counts['quarantined']} quarantined, {counts['pending']} unsent")
+
+
+def _calendar(settings: Settings, now: datetime) -> str:
+    from mailbot.cli import make_calendar
+
+    cal = make_calendar(settings)
+    warning = cal.coverage_warning(now.astimezone(settings.bot.zone).date())
+    if warning:
+        raise Warning(warning)
+    return f"business days: {settings.followup.holidays}, {settings.bot.timezone}"
+
+
+def _mailbox(settings: Settings, now: datetime) -> str:
+    if settings.mailbox.kind == "maildir":
+        path = settings.mailbox.path
+        for sub in ("new", "cur", "tmp"):
+            if not (path / sub).is_dir():
+                raise RuntimeError(f"{path} is not a Maildir yet (no {sub}/); `mailbot run` creates it")
+        if not os.access(path / "new", os.W_OK):
+            raise RuntimeError(f"{path}/new is not writable")
+        waiting = sum(1 for _ in (path / "new").iterdir())
+        return f"Maildir {path}: {waiting} new"
+    from mailbot.mailbox.imap import ImapMailbox
+
+    return ImapMailbox(settings.mailbox).check()
+
+
+def _sending(settings: Settings, now: datetime) -> str:
+    from mailbot.cli import make_transport
+
+    return make_transport(settings).check()
+
+
+CHECKS: list[tuple[str, Callable[[Settings, datetime], str]]] = [
+    ("templates", _templates), ("store", _store), ("calendar", _calendar), ("mailbox", _mailbox),
+    ("sending", _sending),
+]
+
+
+def run_checks(settings: Settings, now: datetime | None = None, as_json: bool = False) -> int:
+    now = now or datetime.now(UTC)
+    results = [{"check": "config", "ok": True, "detail": str(settings.source or "built-in defaults")}]
+    for name, check in CHECKS:
+        try:
+            results.append({"check": name, "ok": True, "detail": check(settings, now)})
+        except Warning as w:
+            results.append({"check": name, "ok": True, "warning": True, "detail": str(w)})
+        except Exception as e:  # each check reports its own reason; doctor never shows a traceback
+            reason = getattr(e, "reason", None) or str(e) or type(e).__name__
+            results.append({"check": name, "ok": False, "detail": " ".join(str(reason).split())})
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+    else:
+        for r in results:
+            verdict = "ok  " if r["ok"] and not r.get("warning") else ("WARN" if r["ok"] else "FAIL")
+            print(f"{verdict} {r['check']}: {r['detail']}")
+    return 0 if all(r["ok"] for r in results) else 1

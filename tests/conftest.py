@@ -1,0 +1,50 @@
+"""Shared fixtures: settings for a throw-away state folder, and where ../shared lives."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailbot.config import Settings, from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """../shared beside the checkout (CI has it there); MAILBOT_SHARED overrides; None when absent."""
+    env = os.environ.get("MAILBOT_SHARED")
+    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture
+def scenario_dir() -> Path:
+    shared = shared_dir()
+    if shared is None or not (shared / "scenario").is_dir():
+        pytest.skip("../shared/scenario is not present")
+    return shared / "scenario"
+
+
+def base_config() -> dict[str, Any]:
+    return {
+        "bot": {"address": "casebot@support.example", "name": "casebot", "state_dir": "state"},
+        "engineers": {"addresses": ["liqi@support.example"], "domains": ["support.example"]},
+        "mailbox": {"kind": "maildir", "path": "maildir"},
+    }
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def build(**sections: dict[str, Any]) -> Settings:
+        raw = base_config()
+        for name, values in sections.items():
+            raw.setdefault(name, {}).update(values)
+        return from_dict(raw, tmp_path)
+
+    return build
