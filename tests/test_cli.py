@@ -1,0 +1,191 @@
+"""The `mailbot` command as users script it: output shapes, exit codes, and no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailbot.cli import main
+from mailbot.mailbox.maildir import deliver
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+[bot]
+address = "casebot@support.example"
+state_dir = "state"
+[engineers]
+domains = ["support.example"]
+[mailbox]
+path = "maildir"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def with_case(config: Path, scenario_dir: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    for name in ("01", "02"):
+        deliver(config.parent / "maildir", next(scenario_dir.glob(f"{name}-*.eml")).read_bytes())
+    code, _, _ = run(capsys, "run", "--once", "--config", str(config), "--now", "2021-04-13T02:00:00+08:00")
+    assert code == 0
+    return config
+
+
+def test_case_json_has_the_interface_shape(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "case", "cas-04027-b7d2z5", "--json", "--config", str(with_case))
+    assert code == 0
+    case = json.loads(out)
+    assert case["key"] == "CAS-04027-B7D2Z5"
+    assert case["title"] == "某单位终端频繁蓝屏"
+    assert case["status"] == "waiting_customer"
+    assert case["customers"] == ["yang@customer.example"]
+    assert case["engineers"] == ["liqi@support.example"]
+    assert case["tracking_tokens"] == ["CMIT:0001247"]
+    assert case["language"] == "zh-CN"
+    assert case["reminders_sent"] == 0
+    assert case["next_action"] == {"kind": "reminder", "due": "2021-04-16T09:00:00+08:00"}
+    assert [(m["role"], m["kind"], m["direction"]) for m in case["messages"]] == [
+        ("engineer", "mail", "in"), ("customer", "auto_reply", "in")]
+    assert set(case["messages"][0]) >= {"message_id", "date", "from", "role", "kind", "direction", "text"}
+    assert "Xk93-fake-Pw77" not in out
+
+
+def test_cases_and_plan_json(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "cases", "--json", "--config", str(with_case))
+    assert code == 0 and [c["key"] for c in json.loads(out)] == ["CAS-04027-B7D2Z5"]
+    code, out, _ = run(capsys, "cases", "--status", "closed", "--json", "--config", str(with_case))
+    assert code == 0 and json.loads(out) == []
+    code, out, _ = run(capsys, "plan", "--json", "--config", str(with_case))
+    assert json.loads(out) == [{"case": "CAS-04027-B7D2Z5", "kind": "reminder", "due": "2021-04-16T09:00:00+08:00"}]
+
+
+def test_human_views_show_the_case(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "cases", "--config", str(with_case))
+    assert code == 0 and "CAS-04027-B7D2Z5" in out and "某单位终端频繁蓝屏" in out
+    code, out, _ = run(capsys, "case", "CAS-04027-B7D2Z5", "--config", str(with_case))
+    assert code == 0 and "timeline" in out and "auto_reply" in out
+    code, out, _ = run(capsys, "plan", "--config", str(with_case))
+    assert code == 0 and "reminder" in out
+
+
+def test_render_previews_each_template(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for template in ("reminder", "reminder2", "closure", "receipt"):
+        code, out, err = run(capsys, "render", "CAS-04027-B7D2Z5", template, "--json", "--config", str(with_case))
+        assert code == 0, err
+        mail = json.loads(out)
+        assert "\n" not in mail["subject"] and mail["text"].strip()
+    code, _, err = run(capsys, "render", "CAS-04027-B7D2Z5", "nonsense", "--config", str(with_case))
+    assert code == 2 and "unknown template" in err
+
+
+def test_explain_says_why(config: Path, scenario_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob("02-*.eml"))), "--json", "--config", str(config))
+    assert code == 0
+    data = json.loads(out)
+    assert data["case_key"] == "CAS-04027-B7D2Z5" and data["matched_by"] == "subject"
+    assert data["flags"] == ["auto_reply"] and data["role"] == "customer"
+    assert data["commands"] == []
+    code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob("04-*.eml"))), "--json", "--config", str(config))
+    assert [c["command"] for c in json.loads(out)["commands"]] == ["close"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["case", "CAS-99999-ZZZZZZ"], 1, "no case CAS-99999-ZZZZZZ"),
+        (["explain", "/nonexistent.eml"], 1, "cannot read /nonexistent.eml"),
+        (["import", "/nonexistent"], 1, "no such file or folder"),
+        (["run", "--once", "--now", "yesterday"], 2, "--now 'yesterday'"),
+        (["run", "--once", "--now", "2021-04-15T10:00:00"], 2, "expected an offset"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_user_errors_are_one_line_with_the_right_exit_code(config: Path, capsys: pytest.CaptureFixture[str],
+                                                           argv: list[str], code: int, message: str) -> None:
+    got, _, err = run(capsys, *argv, "--config", str(config))
+    assert got == code
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text("[followup]\nmax_reminders = -1\n", encoding="utf-8")
+    code, _, err = run(capsys, "cases", "--config", str(bad))
+    assert code == 2 and "[followup] max_reminders" in err
+    code, _, err = run(capsys, "cases", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "config file not found" in err
+
+
+def test_a_corrupt_store_refuses_to_start_and_keeps_the_file(with_case: Path, capsys) -> None:
+    shard = next((with_case.parent / "state" / "store" / "active").glob("*.json"))
+    shard.write_text("{ not json", encoding="utf-8")
+    code, _, err = run(capsys, "run", "--once", "--config", str(with_case))
+    assert code == 1 and "not valid JSON" in err
+    assert shard.read_text(encoding="utf-8") == "{ not json"
+    assert list(shard.parent.glob(shard.name + ".corrupt-*"))
+
+
+def test_a_second_writer_is_refused(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from filelock import FileLock
+
+    with FileLock(str(with_case.parent / "state" / "mailbot.lock")):
+        code, _, err = run(capsys, "run", "--once", "--config", str(with_case))
+    assert code == 1 and "already running" in err
+    code, _, _ = run(capsys, "cases", "--config", str(with_case))  # readers still work
+    assert code == 0
+
+
+def test_import_of_an_mbox_twice_changes_nothing_the_second_time(config: Path, scenario_dir: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    box_path = config.parent / "history.mbox"
+    box = mailbox.mbox(str(box_path))
+    for eml in sorted(scenario_dir.glob("*.eml")):
+        box.add(eml.read_bytes())
+    box.close()
+    code, out, _ = run(capsys, "import", str(box_path), "--json", "--config", str(config),
+                       "--now", "2021-05-01T10:00:00+08:00")
+    assert code == 0
+    first = json.loads(out)
+    assert first == {"messages": 4, "cases_opened": 1, "threaded": 4, "unmatched": 0, "quarantined": 0,
+                     "duplicates": 0, "replanned": 0, "sent": 0}
+    store_files = {p: p.read_bytes() for p in (config.parent / "state" / "store").rglob("*.json")}
+    code, out, _ = run(capsys, "import", str(box_path), "--json", "--config", str(config),
+                       "--now", "2021-05-01T10:00:00+08:00")
+    assert json.loads(out)["duplicates"] == 4
+    assert {p: p.read_bytes() for p in (config.parent / "state" / "store").rglob("*.json")} == store_files
+    code, out, _ = run(capsys, "case", "CAS-04027-B7D2Z5", "--json", "--config", str(config))
+    assert json.loads(out)["status"] == "closed"  # the past #close applies, but nothing was sent
+    assert not (config.parent / "state" / "outbox").exists() or not list((config.parent / "state" / "outbox").iterdir())
+
+
+def test_the_console_script_never_shows_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "mailbot.cli", "cases", "--config", str(tmp_path / "none.toml")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.startswith("mailbot: config:")
+
+
+def test_demo_shows_a_case_life() -> None:
+    result = subprocess.run([sys.executable, "-m", "mailbot.cli", "demo"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    for expected in ("CAS-04027-B7D2Z5", "waiting_customer", "waiting_engineer", "closed", "no (masked)"):
+        assert expected in result.stdout

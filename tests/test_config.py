@@ -1,0 +1,62 @@
+"""config.toml → Settings: defaults, relative paths, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+import pytest
+
+from mailbot.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_config_loads_and_paths_are_relative_to_its_folder() -> None:
+    settings = load(ROOT / "config.toml")
+    assert settings.bot.state_dir == ROOT / "state"
+    assert settings.mailbox.path == ROOT / "state" / "maildir"
+    assert settings.followup.working_hours == (time(9), time(18))
+    assert settings.cases.patterns[0].search("回复: [案例号: CAS-04027-B7D2Z5 ]")
+
+
+def test_an_empty_file_gives_the_embedded_default(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, ""))
+    assert settings.mailbox.kind == "maildir" and settings.smtp.kind == "outbox"
+    assert settings.bot.state_dir == tmp_path / "state"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[bot]\naddress = 42\n", "[bot] address: expected a string"),
+        ("[bot]\naddres = 'x@y.z'\n", "[bot] addres: unknown key"),
+        ("[bots]\n", "[bots]: unknown section"),
+        ("[bot]\ntimezone = 'Mars/Olympus'\n", "[bot] timezone: expected an IANA time zone"),
+        ("[cases]\npatterns = ['CAS-(']\n", "[cases] patterns: expected a valid regular expression"),
+        ("[cases]\npatterns = []\n", "[cases] patterns: expected at least one pattern"),
+        ("[followup]\nmax_reminders = 'two'\n", "[followup] max_reminders: expected an integer"),
+        ("[followup]\nworking_hours = ['18:00', '09:00']\n", "[followup] working_hours: expected the opening time"),
+        ("[mailbox]\nkind = 'pop3'\n", "[mailbox] kind: expected one of 'maildir', 'imap'"),
+        ("[mailbox]\nkind = 'imap'\nusername = ''\n", "[mailbox] username: expected the IMAP login name"),
+        ("[smtp]\nport = 0\n", "[smtp] port: expected an integer >= 1"),
+        ("[bot\n", "not valid TOML"),
+    ],
+)
+def test_every_mistake_is_one_line_naming_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, toml))
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_a_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load(tmp_path / "nope.toml")
