@@ -396,6 +396,12 @@ class Service:
             self.store.commit()
             report.failed += 1
             return
+        # The Sent copy goes first: if we crash before marking the entry, the restart finds it there.
+        if self.sent_folder is not None:
+            try:
+                self.sent_folder.append_sent(raw)
+            except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
+                log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
         self.store.outbox_finish(action_id, "sent", sent=now.isoformat(), refused=sorted(refused or {}))
         self.store.commit()
         report.sent += 1
@@ -403,11 +409,6 @@ class Service:
         if refused:
             self._permanent_failure(entry, tuple(refused), "refused by the server", now, report)
             self.store.commit()
-        if self.sent_folder is not None:
-            try:
-                self.sent_folder.append_sent(raw)
-            except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
-                log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
 
     def _permanent_failure(self, entry: dict[str, Any], failed: tuple[str, ...], reason: str,
                            now: datetime, report: CycleReport) -> None:
