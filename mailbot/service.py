@@ -31,6 +31,7 @@ from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parse import parse
+from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
 from mailbot.roles import role_of
 from mailbot.store import Store
@@ -431,7 +432,8 @@ class Service:
             self._record_send(case, notice, now, report)
 
     def _event(self, key: str | None, message: str, level: int = logging.INFO) -> None:
-        log.log(level, "%s %s", key or "-", message)
+        # Subjects and reasons can carry what people paste: logs get the same masking as the store.
+        log.log(level, "%s %s", key or "-", redact(message))
 
 
 def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dict[str, Any]:
