@@ -1,0 +1,73 @@
+"""`mailbot run` as a process: it picks up new mail, sends what is due, refuses a twin, and stops cleanly
+on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mailbot.mailbox.maildir import deliver
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIG = """
+[bot]
+address = "casebot@support.example"
+state_dir = "state"
+[engineers]
+domains = ["support.example"]
+[mailbox]
+path = "maildir"
+poll_seconds = 1
+[followup]
+sweep_seconds = 1
+"""
+
+
+def mailbot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailbot.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=60)
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_service_ingests_sends_and_stops_on_sigterm(tmp_path: Path, scenario_dir: Path) -> None:
+    (tmp_path / "config.toml").write_text(CONFIG, encoding="utf-8")
+    # --now puts the service's clock on the morning the first reminder is due.
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mailbot.cli", "run", "--config", "config.toml", "--now", "2021-04-16T09:00:00+08:00"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: (tmp_path / "maildir" / "new").is_dir())
+        twin = mailbot("run", "--once", "--config", "config.toml", cwd=tmp_path)
+        assert twin.returncode == 1 and "already running" in twin.stderr
+        deliver(tmp_path / "maildir", next(scenario_dir.glob("01-*.eml")).read_bytes())
+
+        def reminded() -> bool:
+            out = mailbot("cases", "--json", "--config", "config.toml", cwd=tmp_path)  # works beside the service
+            cases = json.loads(out.stdout or "[]")
+            return bool(cases) and cases[0]["reminders_sent"] == 1
+
+        assert wait_for(reminded), service.stderr.read() if service.poll() is not None else "no reminder"
+        assert len(list((tmp_path / "state" / "outbox").glob("*.eml"))) == 1
+        started = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if service.poll() is None:
+            service.kill()
+    log = service.stderr.read()
+    assert "Traceback" not in log
+    assert "mailbot stopped" in log
