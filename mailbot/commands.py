@@ -55,7 +55,8 @@ _FIELDS = {
     "analysis": re.compile(r"^\s*(?:问题分析|問題分析|analysis)\s*[:：]\s*(.*)$", re.I),
     "summary": re.compile(r"^\s*(?:问题总结|問題總結|summary|resolution)\s*[:：]\s*(.*)$", re.I),
 }
-_COMMAND_LINE = re.compile(r"^\s*[#＃]\s*(\S+)\s*(.*?)\s*$")
+# `#` and a word that does not start with a digit: `#1 priority` and `#2021` are prose, not commands.
+_COMMAND_LINE = re.compile(r"^\s*[#＃]\s*([^\s\d]\S*)\s*(.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
 
 def find_commands(new_text: str) -> list[Command]:
     """Commands are `#word` lines at the top of the new text, before anything else the engineer wrote.
-    `#close` may be followed by Problem/Analysis/Summary lines (full- or half-width colons)."""
+    `#close` may be followed by Problem/Analysis/Summary lines (full- or half-width colons); a field runs
+    on over the lines under it until a blank line. The first line of prose ends the commands: a `#reopen`
+    further down (in a signature, in pasted text) is not a command."""
     lines = unicodedata.normalize("NFKC", new_text).replace("\r", "").split("\n")
     commands: list[Command] = []
     i = 0
@@ -117,24 +120,27 @@ def find_commands(new_text: str) -> list[Command]:
         if name == "close":
             values: dict[str, list[str]] = {}
             current: str | None = None
+            prose = False
             while i < len(lines) and not _COMMAND_LINE.match(lines[i]):
                 text = lines[i]
                 hit = next(((k, p.match(text)) for k, p in _FIELDS.items() if p.match(text)), None)
                 if hit:
                     current = hit[0]
                     values[current] = [hit[1].group(1).strip()] if hit[1] else []
-                elif current and text.strip():
-                    values[current].append(text.strip())
                 elif not text.strip():
                     current = None
-                elif not values:
-                    break
+                elif current:
+                    values[current].append(text.strip())
                 else:
-                    current = None
+                    prose = True
+                    break
                 i += 1
             command = Command(
                 "close", line.strip(), args,
                 closure=ClosureFields(**{k: "\n".join(v).strip() for k, v in values.items()}),
             )
+            if prose:
+                commands.append(command)
+                break
         commands.append(command)
     return commands

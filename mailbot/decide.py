@@ -235,10 +235,13 @@ def apply_commands(
         details += status_card(case, policy)
     receipt = SendMail(
         action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="receipt",
-        to=(mail.from_addr,), receipt=Receipt(raw, ok, "done" if ok else "not done", details),
+        to=(mail.from_addr,), receipt=Receipt(raw, ok, _VERDICT[language == "zh-CN"][ok], details),
         in_reply_to=mail.message_id,
     )
     return case, [*sends, receipt]
+
+
+_VERDICT = {False: {True: "done", False: "not done"}, True: {True: "已完成", False: "未执行"}}
 
 
 def _apply_one(

@@ -35,20 +35,30 @@ def strip_prefixes(subject: str) -> str:
         s = stripped
 
 
+def _whole(pattern: re.Pattern[str], s: str) -> list[str]:
+    """Matches not followed by another ASCII letter or digit: `CAS-04027-B7D2Z55` is not case
+    `CAS-04027-B7D2Z5`. The start is not anchored: keys and tokens are often glued to the text before
+    them (`初次响应CMIT:0001247`)."""
+    found = []
+    for m in pattern.finditer(s):
+        after = s[m.end() : m.end() + 1]
+        if m.group(0) and not (after.isascii() and after.isalnum()):
+            found.append(m.group(0).upper())
+    return found
+
+
 def find_key(subject: str, patterns: tuple[re.Pattern[str], ...]) -> str | None:
     s = normalise(subject)
     for pattern in patterns:
-        m = pattern.search(s)
-        if m:
-            return m.group(0).upper()
+        if found := _whole(pattern, s):
+            return found[0]
     return None
 
 
 def find_tokens(text: str, token: re.Pattern[str] | None) -> tuple[str, ...]:
     if token is None:
         return ()
-    # Tokens are often glued to the text before them (`初次响应CMIT:0001247`): search, don't anchor.
-    return tuple(dict.fromkeys(m.group(0).upper() for m in token.finditer(normalise(text))))
+    return tuple(dict.fromkeys(_whole(token, normalise(text))))
 
 
 def title_of(subject: str, key: str | None, token: re.Pattern[str] | None) -> str:

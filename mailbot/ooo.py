@@ -13,6 +13,7 @@ _CUE = r"(?:until|till|through|back(?: in the office)? on|return(?:ing)?(?: to t
 
 _ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
 _ZH = re.compile(r"(?:(\d{4})\s*年\s*)?(\d{1,2})\s*月\s*(\d{1,2})\s*[日号號]")
+_ZH_RANGE = re.compile(r"\s*(?:至|到|-|~|～|—|－)\s*$")  # `4月10日至4月14日`: the first date starts the absence
 _ZH_CUE = re.compile(r"返回|回来|回來|返岗|返崗|回到|上班|之前|以前|期间|至|到")
 _EN_DAY_MONTH = re.compile(_CUE + r"\s+(?:[a-z]+,?\s+)?(\d{1,2})(?:st|nd|rd|th)?\s+" + _MONTH + r"(?:,?\s+(\d{4}))?", re.I)
 _EN_MONTH_DAY = re.compile(_CUE + r"\s+(?:[a-z]+,?\s+)?" + _MONTH + r"\s+(\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(\d{4}))?", re.I)
@@ -20,12 +21,16 @@ _EN_ISO = re.compile(_CUE + r"\s+(?:[a-z]+,?\s+)?(\d{4})-(\d{1,2})-(\d{1,2})", r
 
 
 def _resolve(year: int | None, month: int, day: int, sent: date) -> date | None:
-    """A date without a year is the next such date on or after the mail was sent."""
+    """A date without a year is the next such date on or after the mail was sent — unless it lies only
+    a little in the past: an out-of-office left on after `back on 2 April` answering on 13 April means
+    2 April (already back), not 2 April next year, which would hold the reminders for a year."""
     try:
         if year is not None:
             return date(year, month, day)
         candidate = date(sent.year, month, day)
-        return candidate if candidate >= sent else date(sent.year + 1, month, day)
+        if candidate >= sent or (sent - candidate).days <= 183:
+            return candidate
+        return date(sent.year + 1, month, day)
     except ValueError:
         return None
 
@@ -43,7 +48,10 @@ def return_date(text: str, sent: date) -> date | None:
         if d := _resolve(int(m.group(3)) if m.group(3) else None, _MONTHS[m.group(1).lower()[:3]],
                          int(m.group(2)), sent):
             return d
-    for m in _ZH.finditer(text):
+    zh = list(_ZH.finditer(text))
+    for n, m in enumerate(zh):
+        if n + 1 < len(zh) and _ZH_RANGE.match(text[m.end(): zh[n + 1].start()]):
+            continue  # the range's end is the return date
         window = text[max(0, m.start() - 6): m.end() + 8]
         if _ZH_CUE.search(window):
             year = int(m.group(1)) if m.group(1) else None

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
+from email.header import Header, decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -43,35 +43,97 @@ _BOUNCE_SUBJECT = re.compile(
 _DAEMON = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mdaemon|bounce[s]?)@", re.I)
 
 
-def decode_header_value(value: str | None) -> str:
-    """RFC 2047 words decoded, folding removed, raw 8-bit bytes guessed; never raises."""
+def _header_text(value: Header) -> str:
+    """A compat32 Header back to the text it was parsed from: raw 8-bit bytes (`unknown-8bit`) stay as
+    surrogates, so that they are decoded like any raw header (str() of such a Header is all U+FFFD)."""
+    out = []
+    for chunk, cs in decode_header(value):
+        if isinstance(chunk, str):
+            out.append(chunk)
+        elif cs in (None, "unknown-8bit", "us-ascii"):
+            out.append(chunk.decode("ascii", "surrogateescape"))
+        else:
+            out.append(charsets.decode_text(chunk, cs))
+    return "".join(out)
+
+
+def _unraw(value: str | Header | None, hint: str | None = None) -> str:
+    """Raw 8-bit header bytes (kept as surrogates by the stdlib) → text; encoded words left alone."""
     if value is None:
         return ""
-    value = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):  # raw 8-bit bytes kept as surrogates by the stdlib
-        value = charsets.decode_8bit(value.encode("utf-8", "surrogateescape"))
-    value = _FOLD.sub(" ", value)
+    value = _header_text(value) if isinstance(value, Header) else str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        value = charsets.decode_8bit(value.encode("utf-8", "surrogateescape"), hint)
+    return value
+
+
+def decode_header_value(value: str | Header | None, hint: str | None = None) -> str:
+    """RFC 2047 words decoded, folding removed, raw 8-bit bytes guessed (`hint`: the charset the message
+    declares for its text); never raises."""
+    value = _FOLD.sub(" ", _unraw(value, hint))
     try:
-        decoded = str(make_header(decode_header(value)))
-    except Exception:  # unknown charset or broken encoded word: show it as written
-        decoded = value
-    return re.sub(r"[\r\n\t]+", " ", decoded).replace("\x00", "").strip()
+        chunks = decode_header(value)
+    except Exception:  # a broken encoded word: show it as written
+        chunks = [(value, None)]
+    out = []
+    for chunk, cs in chunks:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        elif cs is None:
+            # decode_header hands back the unencoded text between encoded words as raw-unicode-escape
+            # bytes; ASCII-decoding them turned `中文 =?utf-8?…?=` into `\\u4e2d\\u6587 …`.
+            try:
+                out.append(chunk.decode("raw-unicode-escape") if not value.isascii() else chunk.decode("ascii"))
+            except UnicodeDecodeError:
+                out.append(chunk.decode("latin-1"))
+        else:  # an unknown or wrong charset in an encoded word falls back instead of showing the raw word
+            out.append(charsets.decode_text(chunk, cs))
+    return re.sub(r"[\r\n\t]+", " ", "".join(out)).replace("\x00", "").strip()
 
 
-def _addresses(msg: Message, *names: str) -> list[tuple[str, str]]:
+def _raw_all(msg: Message, name: str) -> list[str]:
+    """Every value of a header as stored (raw 8-bit bytes as surrogates, never a lossy Header object)."""
+    wanted = name.lower()
+    return [str(v) for k, v in msg.raw_items() if k.lower() == wanted]
+
+
+def _raw(msg: Message, name: str) -> str | None:
+    values = _raw_all(msg, name)
+    return values[0] if values else None
+
+
+def _charset_hint(msg: Message) -> str | None:
+    """The charset the message declares for its text: the best guess for raw 8-bit bytes in its headers."""
+    try:
+        for n, part in enumerate(msg.walk()):
+            if n > 50:
+                break
+            if part.get_content_maintype() != "text":
+                continue
+            cs = charsets.lookup_or_none(part.get_content_charset())
+            if cs is not None and cs not in ("ascii", "utf-8"):
+                return cs
+    except (RecursionError, AttributeError, TypeError, ValueError, LookupError):
+        pass
+    return None
+
+
+def _addresses(msg: Message, *names: str, hint: str | None = None) -> list[tuple[str, str]]:
+    # Split the list first, decode the names after: a decoded display name may contain a comma
+    # (`=?utf-8?b?…?=` → `杨, 先生`), which would split one address into two.
     values: list[str] = []
     for name in names:
-        values.extend(decode_header_value(v) for v in msg.get_all(name, []) or [])
+        values.extend(_FOLD.sub(" ", _unraw(v, hint)) for v in _raw_all(msg, name))
     pairs = []
     for display, addr in getaddresses(values):
-        addr = addr.strip().strip("<>").lower()
+        addr = decode_header_value(addr).strip().strip("<>").lower()
         if "@" in addr:
-            pairs.append((display.strip(), addr))
+            pairs.append((decode_header_value(display).strip(), addr))
     return pairs
 
 
 def _date(msg: Message) -> datetime | None:
-    raw = msg.get("Date")
+    raw = _raw(msg, "Date")
     if not raw:
         return None
     try:
@@ -90,8 +152,8 @@ def _date(msg: Message) -> datetime | None:
 
 def _ids(msg: Message, name: str) -> tuple[str, ...]:
     found: list[str] = []
-    for raw in msg.get_all(name, []) or []:
-        for mid in _MSGID.findall(str(raw)):
+    for raw in _raw_all(msg, name):
+        for mid in _MSGID.findall(_unraw(raw)):
             if mid not in found:
                 found.append(mid)
     return tuple(found)
@@ -142,7 +204,7 @@ def _flags(msg: Message, subject: str, from_addr: str) -> tuple[frozenset[Flag],
     return frozenset(flags), tuple(dict.fromkeys(reasons))
 
 
-def _bounced_original(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def _bounced_original(msg: Message, hint: str | None) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """From a bounce: the returned message's subject and ids, and the recipients that failed."""
     subject = ""
     ids: list[str] = []
@@ -158,7 +220,7 @@ def _bounced_original(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ..
                 from email import message_from_bytes
 
                 headers = message_from_bytes(payload if isinstance(payload, bytes) else b"")
-            subject = subject or decode_header_value(headers.get("Subject"))
+            subject = subject or decode_header_value(_raw(headers, "Subject"), hint)
             for name in ("Message-ID", "In-Reply-To", "References"):
                 ids.extend(i for i in _ids(headers, name) if i not in ids)
         elif ctype == "message/delivery-status":
@@ -168,6 +230,11 @@ def _bounced_original(msg: Message) -> tuple[str, tuple[str, ...], tuple[str, ..
                 for m in re.finditer(r"(?im)^(?:Final|Original)-Recipient:\s*(?:rfc822;)?\s*<?([^\s<>;]+@[^\s<>;]+)>?", block):
                     if m.group(1).lower() not in recipients:
                         recipients.append(m.group(1).lower())
+    # Exim and Google name the failed addresses in a header, also in bounces that are not RFC 3464 reports.
+    for value in _raw_all(msg, "X-Failed-Recipients"):
+        for _, addr in getaddresses([_unraw(value)]):
+            if "@" in addr and addr.lower() not in recipients:
+                recipients.append(addr.lower())
     return subject, tuple(ids), tuple(recipients)
 
 
@@ -175,7 +242,11 @@ def _attachments(parsed: mailparser.MailParser) -> tuple[Attachment, ...]:
     out = []
     for a in parsed.attachments:
         payload = a.get("payload") or ""
-        size = len(payload) * 3 // 4 if a.get("binary") else len(str(payload).encode("utf-8", "replace"))
+        if a.get("binary"):  # base64 as on the wire: line breaks and padding are not content
+            b64 = re.sub(r"\s+", "", str(payload))
+            size = max(0, len(b64) * 3 // 4 - len(b64) + len(b64.rstrip("=")))
+        else:
+            size = len(str(payload).encode("utf-8", "replace"))
         name = decode_header_value(a.get("filename") or "") or "(unnamed)"
         out.append(Attachment(name=name, content_type=str(a.get("mail_content_type") or ""), size=size))
     return tuple(out)
@@ -196,6 +267,64 @@ def _synthetic_id(raw: bytes) -> str:
     return f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailbot.invalid>"
 
 
+class _MailParser(mailparser.MailParser):
+    """mail-parser, with a second chance for body text it could not decode in the declared charset.
+
+    When the declared charset fails, mail-parser decodes as UTF-8 with replacement characters: one stray
+    byte in a GBK mail, or an EUC-JP body labelled iso-2022-jp, and every character is lost. We retry
+    the same bytes with charsets.decode_text (the declared charset's family, then replacement only where
+    needed). `_decode_body_payload` is internal to mail-parser, which is pinned exactly in pyproject.toml;
+    tests/test_parse.py checks the behaviour, so an upgrade that drops the hook fails loudly.
+    """
+
+    def _decode_body_payload(self, part, charset, part_index):  # type: ignore[no-untyped-def]
+        text = super()._decode_body_payload(part, charset, part_index)
+        if "\ufffd" not in text:
+            return text
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:  # a broken transfer encoding: keep what mail-parser made of it
+            return text
+        if not isinstance(payload, bytes) or not payload:
+            return text
+        better = charsets.decode_text(payload, part.get_content_charset())
+        return better if better.count("\ufffd") < text.count("\ufffd") else text
+
+
+_HEADER_LINE = re.compile(rb"^(?:From |[\x21-\x39\x3b-\x7e]*:|[ \t])")
+_BAD_NAME = re.compile(rb"^([\t\x20-\x39\x3b-\x7e]{1,200}):")
+
+
+def _repair_header_names(raw: bytes) -> bytes:
+    """A header whose name holds a space or a tab (`X-Script/function/\t !"#…: TEST`) ends the header
+    section for the stdlib, so the headers after it — Content-Type, Content-Transfer-Encoding — become
+    body text and a base64 body is decoded as garbage. RFC 5322 ends the header section only at the
+    first empty line: when every line before it is a header, a continuation, or such a bad-name header,
+    replace the name's blanks with `_` so the parser keeps reading headers."""
+    head_end = raw.find(b"\n\n")
+    crlf_end = raw.find(b"\r\n\r\n")
+    ends = [e for e in (head_end, crlf_end) if e >= 0]
+    if not ends:
+        return raw
+    end = min(ends)
+    lines = raw[:end].split(b"\n")
+    bad = []
+    for i, line in enumerate(lines):
+        text = line.rstrip(b"\r")
+        if _HEADER_LINE.match(text):
+            continue
+        if not _BAD_NAME.match(text):
+            return raw  # body text without the empty line: leave that to the parser's own tolerance
+        bad.append(i)
+    if not bad:
+        return raw
+    for i in bad:
+        m = _BAD_NAME.match(lines[i])
+        assert m is not None
+        lines[i] = re.sub(rb"[ \t]", b"_", m.group(1)) + lines[i][m.end(1) :]
+    return b"\n".join(lines) + raw[end:]
+
+
 def parse(raw: bytes) -> InboundMail | ParseFailure:
     """Decode one message. A message we cannot make sense of becomes a ParseFailure with a reason."""
     if not raw or not raw.strip():
@@ -204,8 +333,9 @@ def parse(raw: bytes) -> InboundMail | ParseFailure:
     raw = raw.lstrip(b"\r\n")
     if raw.startswith(b"From "):
         raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
+    raw = _repair_header_names(raw)
     try:
-        parsed = mailparser.parse_from_bytes(raw)
+        parsed = _MailParser.from_bytes(raw)
     except Exception as e:  # mail-parser raises a zoo of exception types on broken input
         return ParseFailure(f"mail-parser could not read the message: {type(e).__name__}: {e}"[:300])
     try:
@@ -220,8 +350,9 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
     msg: Message = parsed.message
     if not msg.keys():
         return ParseFailure("no mail headers found")
-    subject = decode_header_value(msg.get("Subject"))
-    senders = _addresses(msg, "From") or _addresses(msg, "Sender")
+    hint = _charset_hint(msg)
+    subject = decode_header_value(_raw(msg, "Subject"), hint)
+    senders = _addresses(msg, "From", hint=hint) or _addresses(msg, "Sender", hint=hint)
     from_name, from_addr = senders[0] if senders else ("", "")
     flags, reasons = _flags(msg, subject, from_addr)
     message_id = next(iter(_ids(msg, "Message-ID")), "")
@@ -232,15 +363,15 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
     new_text, _history = split_reply(body)
     bounced_subject, bounced_ids, bounced_rcpts = ("", (), ())
     if Flag.BOUNCE in flags:
-        bounced_subject, bounced_ids, bounced_rcpts = _bounced_original(msg)
-    return_path = msg.get("Return-Path")
+        bounced_subject, bounced_ids, bounced_rcpts = _bounced_original(msg, hint)
+    return_path = _raw(msg, "Return-Path")
     return InboundMail(
         message_id=message_id,
         subject=subject,
         from_addr=from_addr,
         from_name=from_name,
-        to=tuple(a for _, a in _addresses(msg, "To")),
-        cc=tuple(a for _, a in _addresses(msg, "Cc")),
+        to=tuple(a for _, a in _addresses(msg, "To", hint=hint)),
+        cc=tuple(a for _, a in _addresses(msg, "Cc", hint=hint)),
         date=_date(msg),
         in_reply_to=_ids(msg, "In-Reply-To"),
         references=_ids(msg, "References"),
@@ -248,12 +379,12 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         attachments=_attachments(parsed),
         flags=flags,
         flag_reasons=reasons,
-        return_path=None if return_path is None else str(return_path).strip(),
+        return_path=None if return_path is None else decode_header_value(return_path),
         bounced_subject=bounced_subject,
         bounced_message_ids=bounced_ids,
         bounced_recipients=bounced_rcpts,
         authentication_results=tuple(
-            decode_header_value(v) for v in msg.get_all("Authentication-Results", []) or []
+            decode_header_value(v) for v in _raw_all(msg, "Authentication-Results")
         ),
         message_id_synthesized=synthesized,
     )

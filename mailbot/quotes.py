@@ -16,23 +16,47 @@ _PARSER = EmailReplyParser(languages=_LANGUAGES)
 
 _SEPARATOR_LINES = [
     re.compile(r"^\s*-{2,}\s*原始邮件\s*-{2,}\s*$"),  # Outlook zh / Foxmail `--- 原始邮件 ---`
-    re.compile(r"^\s*-{2,}\s*(?:Original Message|Forwarded message|转发的邮件|原邮件)\s*-{2,}\s*$", re.I),
+    re.compile(r"^\s*-{2,}\s*(?:Original Message|Forwarded message|转发的邮件|原邮件|原始郵件)\s*-{2,}\s*$", re.I),
     re.compile(r"^\s*_{10,}\s*$"),  # Outlook on the web: a rule of underscores above the header block
-    re.compile(r"^.{0,200}于.{0,120}写道\s*[:：]\s*$"),  # Gmail zh: `杨先生 <…> 于2021年4月12日周一 写道：`
-    re.compile(r"^.{0,200}\bwrote\s*:\s*$", re.I),  # `On …, X wrote:` on one line
-    re.compile(r"^\s*在\s*.{0,120}[，,]\s*.{0,120}写道\s*[:：]\s*$"),  # Apple Mail zh
 ]
+# The line that introduces a quote: `On …, X wrote:`, Gmail zh `杨先生 <…> 于2021年4月12日周一 下午5:52写道：`,
+# Apple Mail zh `在 2021年4月12日，… 写道：`, German `Am … schrieb …:`, and their cousins.
+_ATTRIBUTIONS = [
+    re.compile(r"^.{0,300}写道\s*[:：]\s*$"),
+    re.compile(
+        r"^.{0,300}\b(?:wrote|a écrit|escribió|ha scritto|scrisse|skrev|schreef|napisał|написал|napsal|"
+        r"kirjoitti|schrieb)\s*:\s*$",
+        re.I,
+    ),
+    re.compile(r"^\s*Am\s.{0,200}\bschrieb\b.{0,200}:\s*$"),
+    re.compile(r"^.{0,300}書きました\s*[:：]?\s*$"),
+]
+# Gmail wraps a long attribution: `On Mon, Apr 12, 2021 at 5:52 PM Li Qi <` / `liqi@…> wrote:`.
+_ATTRIBUTION_START = re.compile(r"^\s*(?:On|Am|Le|El|Il|Op|Den|Em|W dniu|在)\s|<\s*$|于|於", re.I)
 # An Outlook header block: `发件人:` / `From:` followed within a few lines by a send-time or recipient line.
-_HEADER_START = re.compile(r"^\s*[*]{0,2}(?:发件人|寄件者|From)\s*[*]{0,2}\s*[:：]", re.I)
+_HEADER_START = re.compile(r"^\s*[*]{0,2}(?:发件人|寄件者|寄件人|From)\s*[*]{0,2}\s*[:：]", re.I)
 _HEADER_NEXT = re.compile(
     r"^\s*[*]{0,2}(?:发送时间|发送日期|寄件日期|日期|时间|收件人|Sent|Date|To)\s*[*]{0,2}\s*[:：]", re.I
 )
+_RULE = re.compile(r"^\s*[-_=*~]{3,}\s*$")  # a bare separator rule left at the end of the new text
+
+
+def _attribution_start(lines: list[str], i: int) -> int | None:
+    """The first line of an attribution that ends on line i, or None."""
+    if not any(p.match(lines[i]) for p in _ATTRIBUTIONS):
+        return None
+    prev = lines[i - 1] if i > 0 else ""
+    if prev.strip() and not prev.startswith(">") and len(prev) <= 200 and _ATTRIBUTION_START.search(prev):
+        return i - 1
+    return i
 
 
 def _first_history_line(lines: list[str]) -> int | None:
     for i, line in enumerate(lines):
         if any(p.match(line) for p in _SEPARATOR_LINES):
             return i
+        if (start := _attribution_start(lines, i)) is not None:
+            return start
         if _HEADER_START.match(line) and any(_HEADER_NEXT.match(n) for n in lines[i + 1 : i + 5]):
             return i
         if line.startswith(">") and i > 0 and all(x.startswith(">") or not x.strip() for x in lines[i:]):
@@ -40,22 +64,66 @@ def _first_history_line(lines: list[str]) -> int | None:
     return None
 
 
+def _quote_above(lines: list[str]) -> int:
+    """Bottom-posting (`X wrote:` / `> …` first, the answer under it): how many lines the quote above the
+    answer takes, or 0 when the text does not start with a `>`-quoted block."""
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    if start == len(lines):
+        return 0
+    k = start
+    for i in range(start, min(start + 2, len(lines))):
+        if _attribution_start(lines, i) == start:
+            k = i + 1
+            break
+    end = k
+    while end < len(lines) and (lines[end].startswith(">") or not lines[end].strip()):
+        end += 1
+    quoted = any(line.startswith(">") for line in lines[k:end])
+    if not quoted or end == len(lines):
+        return 0  # an attribution over unquoted history, or nothing but quote: no answer under it
+    return end
+
+
+def _trim(lines: list[str]) -> str:
+    """Drop blank lines and bare separator rules at both ends; keep each line's own indentation."""
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and (not lines[-1].strip() or _RULE.match(lines[-1])):
+        lines = lines[:-1]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def split_reply(text: str) -> tuple[str, str]:
     """Return (new text, quoted history). Never raises; when in doubt, keeps the text as new."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
+    above: list[str] = []
+    for _ in range(20):  # interleaved quote/answer blocks: a bound, not a recursion
+        n = _quote_above(lines)
+        if not n:
+            break
+        above += lines[:n]
+        lines = lines[n:]
     cut = _first_history_line(lines)
-    head = "\n".join(lines[:cut]) if cut is not None else text
-    history = "\n".join(lines[cut:]) if cut is not None else ""
+    head_lines = lines[:cut] if cut is not None else lines
+    history = lines[cut:] if cut is not None else []
+    head = "\n".join(head_lines).strip("\n")
     try:
         latest = _PARSER.parse_reply(text=head)
     except Exception:  # a third-party regex engine on hostile input: keep our own cut
         latest = None
     if latest is not None and latest.strip() and len(latest.strip()) < len(head.strip()):
-        rest = head[len(latest) :] if head.startswith(latest) else ""
-        history = (rest + "\n" + history).strip("\n") if rest else history
-        head = latest
-    return head.strip(), history.strip()
+        # mail-parser-reply strips every line; map its cut back onto our lines to keep indentation
+        # (pasted logs and command output).
+        ours = head.split("\n")
+        theirs = latest.split("\n")
+        if len(theirs) <= len(ours) and all(a.strip() == b.strip() for a, b in zip(theirs, ours, strict=False)):
+            head, rest = "\n".join(ours[: len(theirs)]), ours[len(theirs) :]
+        else:
+            head, rest = latest, []
+        if any(line.strip() for line in rest):
+            history = rest + history
+    return _trim(head.split("\n")), _trim(above + history)
 
 
 # Outlook/Gmail/Apple HTML put the quoted message in a recognisable block; cut the HTML there.

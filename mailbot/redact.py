@@ -6,15 +6,21 @@ import re
 
 MASK = "******"
 
-# `密码：secret`, `password = secret`, `口令: secret` … the label stays, the value goes.
+# `密码：secret`, `密码为：secret`, `password = secret`, `口令: secret` … the label stays, the value goes.
+# The short labels `pass`, `secret`, `token` must start a word or a camelCase part (`Compass: north` and
+# `Bypass: yes` are not credentials; `AccessToken: x` is); a quoted value is masked whole.
 _LABELLED = re.compile(
-    r"(?P<label>(?:密码|口令|密钥|登录密码|初始密码|pass(?:word|wd|phrase|wort)?|kennwort|pwd|secret|api[ _-]?key|"
-    r"access[ _-]?key|token|auth[ _-]?code|验证码|授权码)\s*(?:\([^)]*\))?\s*[:：=]\s*)"
-    r"(?P<value>[^\s,，;；&]+)",
+    r"(?P<label>(?:密码|口令|密钥|登录密码|初始密码|验证码|授权码|"
+    r"pass(?:word|wd|phrase|wort)|kennwort|pwd|api[ _-]?key|access[ _-]?key|auth[ _-]?code|"
+    r"(?-i:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]))(?:pass|secret|token))"
+    r"\s*(?:\([^)]*\))?\s*(?:为|是)?\s*[:：=]\s*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|“[^”\n]*”|[^\s,，;；&]+)",
     re.IGNORECASE,
 )
-# scheme://user:secret@host
-_URL_USERINFO = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<value>[^\s@/]+)(?=@)", re.I)
+# scheme://user:secret@host — the secret may itself hold an `@` (`p@ss`): it ends at the last `@` before the host.
+_URL_USERINFO = re.compile(
+    r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)(?P<value>[^\s/]+?)(?=@[^\s@/]+(?:[/:?#\s]|$))", re.I
+)
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN (?P<kind>[A-Z0-9 ]*PRIVATE KEY)-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
 )

@@ -7,6 +7,8 @@ server and an empty mail store. Without Dovecot the tests are skipped, unless MA
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
 import pwd
 import re
@@ -81,8 +83,10 @@ class DovecotServer:
         self.log_path = root / "dovecot.log"
         self.conf_path = root / "dovecot.conf"
         self.extra_config = ""  # appended to the config on the next start(), e.g. imap_capability
+        self.tls_port: int | None = None  # set by enable_tls()
+        self.ca_file: Path | None = None  # the self-signed certificate to trust, after enable_tls()
         self._proc: subprocess.Popen[bytes] | None = None
-        self._account, self._uid, self._gid = _mail_account()
+        self._account, self.mail_uid, self.mail_gid = _mail_account()
         self._prepare()
 
     # --- lifecycle
@@ -94,13 +98,12 @@ class DovecotServer:
             (self.root / sub).mkdir(exist_ok=True)
         self.mail_dir.mkdir(exist_ok=True)
         if os.geteuid() == 0:
-            os.chown(self.mail_dir, self._uid, self._gid)
+            os.chown(self.mail_dir, self.mail_uid, self.mail_gid)
         passwd = self.root / "users"
         # Fields: user:password:uid:gid:gecos:home:shell:extra. `user=` renames the login, so
         # the second account opens the very same mailbox (another client of a shared mailbox).
         passwd.write_text(
-            f"{USER}:{{PLAIN}}{PASSWORD}::::::\n"
-            f"{OTHER_USER}:{{PLAIN}}{OTHER_PASSWORD}::::::user={USER}\n",
+            f"{USER}:{{PLAIN}}{PASSWORD}::::::\n{OTHER_USER}:{{PLAIN}}{OTHER_PASSWORD}::::::user={USER}\n",
             encoding="utf-8",
         )
         passwd.chmod(0o644)
@@ -108,11 +111,17 @@ class DovecotServer:
     def _write_config(self) -> None:
         r = self.root
         unprivileged = os.geteuid() != 0
-        login_users = (
-            f"default_login_user = {self._account}\ndefault_internal_user = {self._account}\n"
-            if unprivileged
-            else ""
-        )
+        login_users = ""
+        if unprivileged:  # Dovecot cannot switch users or chown sockets: everything is ourselves
+            group = grp.getgrgid(self.mail_gid).gr_name
+            login_users = (
+                f"default_login_user = {self._account}\ndefault_internal_user = {self._account}\n"
+                f"default_internal_group = {group}\n"
+                "service anvil {\n  chroot =\n}\n"
+            )
+        tls = "ssl = no"
+        if self.tls_port is not None:
+            tls = f"ssl = yes\nssl_cert = <{r}/tls.crt\nssl_key = <{r}/tls.key"
         self.conf_path.write_text(
             f"""# written by tests/imap_server.py (Dovecot 2.3 syntax)
 base_dir = {r}/run
@@ -122,7 +131,7 @@ log_path = {self.log_path}
 info_log_path = {self.log_path}
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{tls}
 disable_plaintext_auth = no
 auth_mechanisms = plain login xoauth2
 auth_failure_delay = 0
@@ -138,15 +147,17 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={self._uid} gid={self._gid} home={self.mail_dir}/%u
+  args = uid={self.mail_uid} gid={self.mail_gid} home={self.mail_dir}/%u
 }}
 service imap-login {{
+  {"chroot =" if unprivileged else ""}
   inet_listener imap {{
     address = 127.0.0.1
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port or 0}
   }}
 }}
 {self.extra_config}
@@ -212,10 +223,8 @@ service imap-login {{
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def restart(self) -> None:
         self.stop()
@@ -233,6 +242,46 @@ service imap-login {{
         return "\n".join(text.splitlines()[-lines:])
 
     # --- helpers for tests
+
+    def enable_tls(self) -> None:
+        """Restart with TLS: STARTTLS on `port`, implicit TLS on `tls_port`, trusting `ca_file`."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            _unavailable("openssl not installed (needed for a test certificate)")
+            raise AssertionError("unreachable")
+        subprocess.run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                "-keyout",
+                str(self.root / "tls.key"),
+                "-out",
+                str(self.root / "tls.crt"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.ca_file = self.root / "tls.crt"
+        self.tls_port = _free_port()
+        self.restart()
+
+    def fix_ownership(self) -> None:
+        """After a test edits the mail store by hand: give it back to the mail uid."""
+        if os.geteuid() != 0:
+            return
+        for path in [self.mail_dir, *self.mail_dir.rglob("*")]:
+            os.chown(path, self.mail_uid, self.mail_gid, follow_symlinks=False)
 
     def client(self, user: str | None = None, password: str | None = None) -> IMAPClient:
         """A separate, logged-in connection (another client). The caller logs out."""
