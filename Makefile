@@ -16,11 +16,11 @@ demo: $(BIN)/.installed
 # Dovecot for the IMAP tests comes from Debian's packages when it is missing (CI runs as root).
 test: $(BIN)/.installed
 	sh scripts/ensure-dovecot.sh
-	$(BIN)/ruff check mailbot tests bench
+	$(BIN)/ruff check .
 	MAILBOT_REQUIRE_DOVECOT=1 $(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check mailbot tests bench
+	$(BIN)/ruff check .
 
 fuzz: $(BIN)/.installed
 	MAILBOT_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -q tests/test_fuzz.py

@@ -11,7 +11,7 @@ from mailbot.models import ClosureFields
 
 # Canonical name ← spellings (English and Chinese), matched case-insensitively after NFKC.
 ALIASES: dict[str, str] = {
-    "close": "close", "关闭": "close", "结案": "close", "關閉": "close",
+    "close": "close", "关闭": "close", "结案": "close", "關閉": "close", "結案": "close",
     "snooze": "snooze", "暂停": "snooze", "暫停": "snooze",
     "followup": "followup", "follow-up": "followup", "跟进": "followup", "跟進": "followup",
     "remind": "remind", "提醒": "remind",
@@ -93,40 +93,49 @@ def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
     return Command(name, raw, args)
 
 
+def _value(line: str) -> str:
+    """A field's value as written: after the first colon, half- or full-width (no NFKC here, which would
+    turn the Chinese `，` in a closure summary the customer reads into `,`)."""
+    return re.split(r"[:：]", line, maxsplit=1)[1].strip() if re.search(r"[:：]", line) else ""
+
+
 def find_commands(new_text: str) -> list[Command]:
     """Commands are `#word` lines at the top of the new text, before anything else the engineer wrote.
     `#close` may be followed by Problem/Analysis/Summary lines (full- or half-width colons); a field runs
     on over the lines under it until a blank line. The first line of prose ends the commands: a `#reopen`
-    further down (in a signature, in pasted text) is not a command."""
-    lines = unicodedata.normalize("NFKC", new_text).replace("\r", "").split("\n")
+    further down (in a signature, in pasted text) is not a command.
+
+    Command words and labels are matched after NFKC (`＃ＣＬＯＳＥ`, `问题描述：`); values keep their text."""
+    lines = new_text.replace("\r", "").split("\n")
+    folded = [unicodedata.normalize("NFKC", line) for line in lines]
     commands: list[Command] = []
     i = 0
     while i < len(lines):
-        line = lines[i]
-        if not line.strip():
+        if not lines[i].strip():
             i += 1
             continue
-        m = _COMMAND_LINE.match(line)
+        m = _COMMAND_LINE.match(folded[i])
         if not m:
             break
+        raw = lines[i].strip()
         word = m.group(1).lower()
         args = tuple(m.group(2).split())
         name = ALIASES.get(word, "")
         i += 1
         if not name:
-            commands.append(Command("", line.strip(), args, error=f"unknown command #{m.group(1)}"))
+            commands.append(Command("", raw, args, error=f"unknown command #{m.group(1)}"))
             continue
-        command = _parse_args(name, line.strip(), args)
+        command = _parse_args(name, raw, args)
         if name == "close":
             values: dict[str, list[str]] = {}
             current: str | None = None
             prose = False
-            while i < len(lines) and not _COMMAND_LINE.match(lines[i]):
+            while i < len(lines) and not _COMMAND_LINE.match(folded[i]):
                 text = lines[i]
-                hit = next(((k, p.match(text)) for k, p in _FIELDS.items() if p.match(text)), None)
-                if hit:
-                    current = hit[0]
-                    values[current] = [hit[1].group(1).strip()] if hit[1] else []
+                field = next((k for k, p in _FIELDS.items() if p.match(folded[i])), None)
+                if field:
+                    current = field
+                    values[current] = [_value(text)]
                 elif not text.strip():
                     current = None
                 elif current:
@@ -136,7 +145,7 @@ def find_commands(new_text: str) -> list[Command]:
                     break
                 i += 1
             command = Command(
-                "close", line.strip(), args,
+                "close", raw, args,
                 closure=ClosureFields(**{k: "\n".join(v).strip() for k, v in values.items()}),
             )
             if prose:

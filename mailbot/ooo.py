@@ -53,7 +53,8 @@ def return_date(text: str, sent: date) -> date | None:
         if n + 1 < len(zh) and _ZH_RANGE.match(text[m.end(): zh[n + 1].start()]):
             continue  # the range's end is the return date
         window = text[max(0, m.start() - 6): m.end() + 8]
-        if _ZH_CUE.search(window):
+        range_end = n > 0 and _ZH_RANGE.match(text[zh[n - 1].end(): m.start()]) is not None
+        if range_end or _ZH_CUE.search(window):
             year = int(m.group(1)) if m.group(1) else None
             if d := _resolve(year, int(m.group(2)), int(m.group(3)), sent):
                 return d

@@ -1,23 +1,49 @@
 """The case file: cases, the Message-ID index, unmatched and quarantined mail, the outbox ledger, checkpoints.
 
-Layout (every file a TinyDB JSON document store, written atomically by BufferedAtomicStorage):
+Layout (every file a TinyDB JSON document store — `{"_default": {"1": {..., "_k": key}}}` — replaced whole,
+never edited in place):
 
-    <state>/store/active/NN.json     open cases, 32 shards by key hash   — loaded whole (the sweep needs them)
-    <state>/store/closed/NN.json     closed cases, 64 shards             — loaded lazily, one shard at a time
-    <state>/store/ids/NN.json        Message-ID and token → case, 256 shards — loaded lazily
-    <state>/store/ledger/NN.json     every outgoing mail by action id, 64 shards
-    <state>/store/pending.json       outgoing mail recorded but not yet confirmed sent
-    <state>/store/unmatched.json, quarantine.json, checkpoints.json
+    <root>/layout.json            layout version and shard counts (a store keeps the counts it was made with)
+    <root>/active/NNNN.json       open cases, 1024 shards by key hash         — loaded lazily, LRU-cached
+    <root>/due/NNNN.json          key → next action (kind, due in UTC), 16 shards — all the sweep reads
+    <root>/closed/NNNN.json       closed cases, 4096 shards                   — loaded lazily, LRU-cached
+    <root>/ids/runs.json          the Message-ID index: Message-ID, `token:T` and `case:KEY` → case, kept
+    <root>/ids/rNNNNNN.fp.json    as immutable runs (a small log-structured merge tree): each commit adds
+    <root>/ids/rNNNNNN.PPPP.json  one run, runs of similar size are merged; a run's 32-bit key fingerprints
+                                  stay in memory (4 bytes a key), so a new id is known to be new without I/O
+    <root>/ledger/NNNN.json       every finished outgoing mail by action id, 4096 shards
+    <root>/pending/NNNN.json      outgoing mail recorded but not yet confirmed sent, 16 shards
+    <root>/sends/NNNN.json        recent send times per recipient (the daily cap), 256 shards
+    <root>/unmatched/NNNN.json    unmatched mail, 256 shards
+    <root>/quarantine.json, checkpoints.json
+    <root>/journal.json           only during a commit (see below)
 
-A write touches only the shards it changes, and `commit()` writes a batch at once, so the cost of a write
-does not grow with history. This is the only module that turns documents into models and back.
+Why: a file is rewritten whole, so a write costs what the files it touches weigh. History (closed cases,
+ids, ledger, unmatched) is spread over thousands of small shards, or over append-only runs for the ids,
+which every mail adds to; the open cases are kept apart from the closed ones, and a small due index lets the
+sweep find what is due without reading every open case. A write therefore touches a few small files
+whatever the size of the history, and nothing is read that the operation does not need.
+
+Commit: `commit()` is atomic. It first writes every changed document to `journal.json` (fsynced), then
+writes the changed shard files as one batch (temp files, one filesystem sync, renames in the order ledger →
+ids → cases, one fsync per directory), then deletes the journal. A crash before the journal is complete
+leaves the old state; a crash after it is replayed when the store is next opened. Nothing is written
+without `commit()`, except IMAP checkpoints (`set_checkpoint` writes at once).
+
+This is the only module that turns documents into models and back.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
+import sys
+from array import array
+from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,82 +56,390 @@ from mailbot.models import (
     Role,
     TimelineEntry,
 )
-from mailbot.storage import BufferedAtomicStorage, StoreCorrupt
+from mailbot.storage import (
+    BufferedAtomicStorage,
+    StoreCorrupt,
+    atomic_write_bytes,
+    dump_document,
+    fsync_dir,
+    read_document,
+    write_batch,
+)
 
 __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
 _TABLE = "_default"
+LAYOUT_VERSION = 2
+SHARDS = {"active": 1024, "due": 16, "closed": 4096, "ledger": 4096, "pending": 16, "sends": 256,
+          "unmatched": 256}
+# Bytes of JSON each table may keep cached (clean shards only; least recently used go first).
+_CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "ledger": 4 << 20, "pending": 4 << 20,
+                "sends": 2 << 20, "unmatched": 2 << 20, "quarantine": 1 << 30}
+RUN_PART = 512  # ids per part file of a run
+MERGE_RATIO = 2  # merge the newest runs while the one before is at most this many times bigger
 
 
-class _Shard:
-    """One TinyDB file holding documents addressed by a string key (kept in the document as `_k`)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.storage = BufferedAtomicStorage(path)
-        data = self.storage.read() or {}
-        self.table: dict[str, dict[str, Any]] = data.setdefault(_TABLE, {})
-        self.ids: dict[str, str] = {doc["_k"]: doc_id for doc_id, doc in self.table.items()}
-        self.next_id = max((int(i) for i in self.table), default=0) + 1
-        self._data = data
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        doc_id = self.ids.get(key)
-        return None if doc_id is None else self.table[doc_id]
-
-    def put(self, key: str, doc: dict[str, Any]) -> None:
-        doc_id = self.ids.get(key)
-        if doc_id is None:
-            doc_id = str(self.next_id)
-            self.next_id += 1
-            self.ids[key] = doc_id
-        self.table[doc_id] = {**doc, "_k": key}
-        self.storage.write(self._data)
-
-    def delete(self, key: str) -> None:
-        doc_id = self.ids.pop(key, None)
-        if doc_id is not None:
-            del self.table[doc_id]
-            self.storage.write(self._data)
-
-    def docs(self) -> Iterator[dict[str, Any]]:
-        return iter(list(self.table.values()))
-
-    def __len__(self) -> int:
-        return len(self.table)
+def _h64(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-class _ShardedTable:
-    def __init__(self, root: Path | None, name: str, shards: int) -> None:
-        self.root = None if root is None else root / name
+class _Health:
+    """Shared by the tables: once a file was found corrupt, nothing more is written."""
+
+    def __init__(self) -> None:
+        self.corrupt: StoreCorrupt | None = None
+
+    def read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return read_document(path)
+        except StoreCorrupt as e:
+            self.corrupt = self.corrupt or e
+            raise
+
+
+def _docs_of(data: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not data:
+        return {}
+    return {d["_k"]: d for d in data.get(_TABLE, {}).values() if isinstance(d, dict) and isinstance(d.get("_k"), str)}
+
+
+def _document(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {_TABLE: {str(i): d for i, d in enumerate(docs.values(), 1)}}
+
+
+class _Table:
+    """Documents addressed by a string key (kept in each document as `_k`), hash-sharded over files.
+
+    Shards are loaded on first use and cached up to a byte budget; changed shards stay until committed.
+    """
+
+    def __init__(self, root: Path | None, name: str, shards: int, health: _Health, single: bool = False) -> None:
+        self.name = name
         self.count = shards
-        self.loaded: dict[int, _Shard] = {}
+        self.single = single
+        self.root = root
+        self.health = health
+        self.budget = _CACHE_BYTES.get(name, 4 << 20)
+        self.loaded: OrderedDict[int, dict[str, dict[str, Any]]] = OrderedDict()
+        self.sizes: dict[int, int] = {}
+        self.cached_bytes = 0
+        self.dirty: set[int] = set()
+        self.changes: dict[str, dict[str, Any] | None] = {}  # since the last commit, for the journal
+
+    def path(self, n: int) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / f"{self.name}.json" if self.single else self.root / self.name / f"{n:04d}.json"
 
     def shard_of(self, key: str) -> int:
-        return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest(), "big") % self.count
+        return 0 if self.count == 1 else _h64(key) % self.count
 
-    def shard(self, n: int) -> _Shard:
-        if n not in self.loaded:
-            path = None if self.root is None else self.root / f"{n:03d}.json"
-            self.loaded[n] = _Shard(path)
-        return self.loaded[n]
+    def shard(self, n: int, keep: bool = True) -> dict[str, dict[str, Any]]:
+        docs = self.loaded.get(n)
+        if docs is not None:
+            self.loaded.move_to_end(n)
+            return docs
+        path = self.path(n)
+        size = 0
+        if path is None:
+            docs = {}
+        else:
+            data = self.health.read(path)
+            docs = _docs_of(data)
+            size = path.stat().st_size if data is not None else 0
+        if keep or path is None:
+            self.loaded[n] = docs
+            self.sizes[n] = size
+            self.cached_bytes += size
+            self._evict()
+        return docs
+
+    def _evict(self) -> None:
+        if self.root is None or self.cached_bytes <= self.budget:
+            return
+        for n in list(self.loaded):
+            if self.cached_bytes <= self.budget * 3 // 4:
+                break
+            if n in self.dirty:
+                continue
+            del self.loaded[n]
+            self.cached_bytes -= self.sizes.pop(n, 0)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.shard(self.shard_of(key)).get(key)
 
     def put(self, key: str, doc: dict[str, Any]) -> None:
-        self.shard(self.shard_of(key)).put(key, doc)
+        """Store `doc` (a dict the store owns from now on) under `key`; an identical document is no change."""
+        doc["_k"] = key
+        n = self.shard_of(key)
+        docs = self.shard(n)
+        if docs.get(key) == doc:
+            return
+        docs[key] = doc
+        self.dirty.add(n)
+        self.changes[key] = doc
 
     def delete(self, key: str) -> None:
-        self.shard(self.shard_of(key)).delete(key)
+        n = self.shard_of(key)
+        docs = self.shard(n)
+        if key in docs:
+            del docs[key]
+            self.dirty.add(n)
+            self.changes[key] = None
 
-    def docs(self) -> Iterator[dict[str, Any]]:
-        for n in range(self.count):
-            if self.root is not None and n not in self.loaded and not (self.root / f"{n:03d}.json").exists():
-                continue
-            yield from self.shard(n).docs()
+    def _numbers(self) -> list[int]:
+        if self.root is None or self.single:
+            return sorted(self.loaded) if self.root is None else [0]
+        on_disk: set[int] = set()
+        with os.scandir(self.root / self.name) if (self.root / self.name).is_dir() else _empty() as it:
+            for entry in it:
+                stem, _, ext = entry.name.partition(".")
+                if ext == "json" and stem.isdigit():
+                    on_disk.add(int(stem))
+        return sorted(on_disk | set(self.loaded))
+
+    def docs(self, keep: bool = True) -> Iterator[dict[str, Any]]:
+        """Every document, shard by shard; with keep=False shards not already cached are read and dropped."""
+        for n in self._numbers():
+            yield from list(self.shard(n, keep).values())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.docs(keep=False))
 
     def storages(self) -> list[BufferedAtomicStorage]:
-        return [s.storage for s in self.loaded.values()]
+        out = []
+        for n in sorted(self.dirty):
+            storage = BufferedAtomicStorage(self.path(n), _document(self.loaded[n]), load=False)
+            storage.dirty = True
+            out.append(storage)
+        return out
+
+    def committed(self, written: list[BufferedAtomicStorage]) -> None:
+        for s in written:
+            if s.path is not None:
+                n = 0 if self.single else int(s.path.stem)
+                self.cached_bytes -= self.sizes.get(n, 0)
+                self.sizes[n] = 0  # unknown until re-read; only used for the cache budget
+        self.dirty.clear()
+        self.changes.clear()
+        self._evict()
+
+
+class _empty:
+    def __enter__(self) -> list[Any]:
+        return []
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Run:
+    __slots__ = ("number", "count", "parts", "fps")
+
+    def __init__(self, number: int, count: int, parts: int, fps: array) -> None:
+        self.number, self.count, self.parts, self.fps = number, count, parts, fps
+
+    def may_hold(self, fp: int) -> bool:
+        i = bisect_left(self.fps, fp)
+        return i < len(self.fps) and self.fps[i] == fp
+
+
+def _fp_array(values: list[int] | array) -> array:
+    out = array("I", sorted(values))
+    assert out.itemsize == 4
+    return out
+
+
+def _fp_encode(fps: array) -> str:
+    data = array("I", fps)
+    if sys.byteorder == "big":
+        data.byteswap()
+    return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def _fp_decode(text: str) -> array:
+    data = array("I")
+    data.frombytes(base64.b64decode(text))
+    if sys.byteorder == "big":
+        data.byteswap()
+    return data
+
+
+class _RunIndex:
+    """The Message-ID index as immutable runs, newest last. A run's part `p` holds the keys whose 64-bit hash
+    falls in the p-th slice of the hash space, so runs merge slice by slice in bounded memory."""
+
+    def __init__(self, root: Path | None, health: _Health) -> None:
+        self.dir = None if root is None else root / "ids"
+        self.health = health
+        self.runs: list[_Run] = []
+        self.memory: dict[str, dict[str, Any]] = {}  # the in-memory twin keeps everything here
+        self.changes: dict[str, dict[str, Any]] = {}  # not yet committed
+        self.parts: OrderedDict[tuple[int, int], dict[str, dict[str, Any]]] = OrderedDict()
+        self.next_number = 1
+        if self.dir is not None:
+            manifest = health.read(self.dir / "runs.json")
+            for entry in _docs_of(manifest).values():
+                number = int(entry["_k"])
+                fp_doc = health.read(self._fp_path(number))
+                fps = array("I") if fp_doc is None else _fp_decode(next(iter(_docs_of(fp_doc).values()))["fp"])
+                self.runs.append(_Run(number, int(entry["count"]), int(entry["parts"]), fps))
+            self.runs.sort(key=lambda r: r.number)
+            self.next_number = max([r.number for r in self.runs] + self._numbers_on_disk() + [0]) + 1
+
+    # --- files
+
+    def _fp_path(self, number: int) -> Path:
+        assert self.dir is not None
+        return self.dir / f"r{number:06d}.fp.json"
+
+    def _part_path(self, number: int, part: int) -> Path:
+        assert self.dir is not None
+        return self.dir / f"r{number:06d}.{part:04d}.json"
+
+    def _numbers_on_disk(self) -> list[int]:
+        if self.dir is None or not self.dir.is_dir():
+            return []
+        return [int(name[1:7]) for name in os.listdir(self.dir) if name.startswith("r") and name[1:7].isdigit()]
+
+    def _part(self, run: _Run, part: int, keep: bool = True) -> dict[str, dict[str, Any]]:
+        docs = self.parts.get((run.number, part))
+        if docs is not None:
+            self.parts.move_to_end((run.number, part))
+            return docs
+        docs = _docs_of(self.health.read(self._part_path(run.number, part)))
+        if keep:
+            self.parts[(run.number, part)] = docs
+            while len(self.parts) > 64:
+                self.parts.popitem(last=False)
+        return docs
+
+    # --- lookups
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        doc = self.changes.get(key)
+        if doc is not None:
+            return doc
+        if self.dir is None:
+            return self.memory.get(key)
+        h = _h64(key)
+        fp = h & 0xFFFFFFFF
+        for run in reversed(self.runs):
+            if run.may_hold(fp):
+                found = self._part(run, (h >> 32) * run.parts >> 32).get(key)
+                if found is not None:
+                    return found
+        return None
+
+    def put(self, key: str, doc: dict[str, Any]) -> None:
+        doc["_k"] = key
+        if self.get(key) != doc:
+            self.changes[key] = doc
+
+    def __len__(self) -> int:
+        return len(self.memory) if self.dir is None else sum(r.count for r in self.runs)
+
+    # --- writing
+
+    def _run_storages(self, number: int, docs: list[dict[str, Any]]) -> tuple[_Run, list[BufferedAtomicStorage]]:
+        """Files of a new run holding `docs` (one per key)."""
+        parts = max(1, -(-len(docs) // RUN_PART))
+        buckets: list[dict[str, dict[str, Any]]] = [{} for _ in range(parts)]
+        fps = []
+        for doc in docs:
+            h = _h64(doc["_k"])
+            fps.append(h & 0xFFFFFFFF)
+            buckets[(h >> 32) * parts >> 32][doc["_k"]] = doc
+        run = _Run(number, len(docs), parts, _fp_array(fps))
+        storages = []
+        for p, bucket in enumerate(buckets):
+            s = BufferedAtomicStorage(self._part_path(number, p), _document(bucket), load=False)
+            s.dirty = True
+            storages.append(s)
+        fp = BufferedAtomicStorage(self._fp_path(number), {_TABLE: {"1": {"_k": "fp", "fp": _fp_encode(run.fps)}}},
+                                   load=False)
+        fp.dirty = True
+        storages.append(fp)
+        return run, storages
+
+    def _manifest(self, runs: list[_Run]) -> BufferedAtomicStorage:
+        assert self.dir is not None
+        docs = {str(r.number): {"_k": str(r.number), "count": r.count, "parts": r.parts} for r in runs}
+        s = BufferedAtomicStorage(self.dir / "runs.json", _document(docs), load=False)
+        s.dirty = True
+        return s
+
+    def storages(self) -> tuple[list[BufferedAtomicStorage], list[_Run]]:
+        """The files of this commit's run (and the new manifest), and the runs as they will then be."""
+        if not self.changes or self.dir is None:
+            return [], self.runs
+        run, storages = self._run_storages(self.next_number, list(self.changes.values()))
+        runs = [*self.runs, run]
+        return [*storages, self._manifest(runs)], runs
+
+    def committed(self, runs: list[_Run]) -> None:
+        if self.dir is None:
+            self.memory.update(self.changes)
+        elif runs is not self.runs:
+            self.runs = runs
+            self.next_number = runs[-1].number + 1
+        self.changes.clear()
+
+    def merge_small_runs(self) -> int:
+        """Merge the newest runs while the one before is not much bigger: every id is rewritten about
+        log2(ids / batch) times over its life, and there are never more than about that many runs."""
+        written = 0
+        while (self.dir is not None and len(self.runs) >= 2
+               and self.runs[-2].count <= MERGE_RATIO * self.runs[-1].count):
+            written += self._merge(self.runs[-2], self.runs[-1])
+        return written
+
+    def _merge(self, old: _Run, new: _Run) -> int:
+        number = self.next_number
+        total = old.count + new.count
+        parts = max(1, -(-total // RUN_PART))
+        storages = []
+        fps: list[int] = []
+        count = 0
+        for p in range(parts):
+            lo, hi = (p << 32) // parts, ((p + 1) << 32) // parts  # this part's slice of the hash space
+            merged: dict[str, dict[str, Any]] = {}
+            for run in (old, new):  # the newer run wins
+                first, last = lo * run.parts >> 32, ((hi - 1) * run.parts) >> 32
+                for q in range(first, last + 1):
+                    for key, doc in self._part(run, q, keep=False).items():
+                        h = _h64(key)
+                        if lo <= h >> 32 < hi:
+                            merged[key] = doc
+            count += len(merged)
+            fps.extend(_h64(k) & 0xFFFFFFFF for k in merged)
+            s = BufferedAtomicStorage(self._part_path(number, p), _document(merged), load=False)
+            s.dirty = True
+            storages.append(s)
+        run = _Run(number, count, parts, _fp_array(fps))
+        fp = BufferedAtomicStorage(self._fp_path(number), {_TABLE: {"1": {"_k": "fp", "fp": _fp_encode(run.fps)}}},
+                                   load=False)
+        fp.dirty = True
+        runs = [*self.runs[:-2], run]
+        written = write_batch([*storages, fp, self._manifest(runs)])
+        self.runs = runs
+        self.next_number = number + 1
+        for key in [k for k in self.parts if k[0] in (old.number, new.number)]:
+            del self.parts[key]
+        self._remove_unlisted()
+        return written
+
+    def _remove_unlisted(self) -> None:
+        """Delete run files the manifest no longer lists (merged away, or left by a crash)."""
+        assert self.dir is not None
+        listed = {r.number for r in self.runs}
+        removed = False
+        for name in os.listdir(self.dir):
+            if name.startswith("r") and name[1:7].isdigit() and int(name[1:7]) not in listed:
+                os.unlink(self.dir / name)
+                removed = True
+        if removed:
+            fsync_dir(self.dir)
 
 
 class Store:
@@ -113,50 +447,85 @@ class Store:
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
-        self.active = _ShardedTable(root, "active", 32)
-        self.closed = _ShardedTable(root, "closed", 64)
-        self.ids = _ShardedTable(root, "ids", 256)
-        self.ledger = _ShardedTable(root, "ledger", 64)
-        self.pending = _Shard(None if root is None else root / "pending.json")
-        self.unmatched_t = _Shard(None if root is None else root / "unmatched.json")
-        self.quarantine_t = _Shard(None if root is None else root / "quarantine.json")
-        self.checkpoints = _Shard(None if root is None else root / "checkpoints.json")
+        self.health = _Health()
+        shards = self._layout()
+        h = self.health
+        self.active = _Table(root, "active", shards["active"], h)
+        self.due = _Table(root, "due", shards["due"], h)
+        self.closed = _Table(root, "closed", shards["closed"], h)
+        self.ids = _RunIndex(root, h)
+        self.ledger = _Table(root, "ledger", shards["ledger"], h)
+        self.pending = _Table(root, "pending", shards["pending"], h)
+        self.sends = _Table(root, "sends", shards["sends"], h)
+        self.unmatched_t = _Table(root, "unmatched", shards["unmatched"], h)
+        self.quarantine_t = _Table(root, "quarantine", 1, h, single=True)
+        self._checkpoints: dict[str, dict[str, Any]] | None = None
+        # Commit order (for the shard files; the journal makes the commit atomic anyway): the ledger before
+        # the cases, so that a re-made decision finds its mail already recorded instead of sending it again.
+        self._tables = [self.pending, self.ledger, self.sends, self.unmatched_t, self.quarantine_t,
+                        self.closed, self.active, self.due]
+        self._by_name = {t.name: t for t in self._tables}
+        self._replay()
+
+    def _layout(self) -> dict[str, int]:
+        if self.root is None:
+            return dict(SHARDS)
+        data = self.health.read(self.root / "layout.json")
+        if data is None:
+            if (self.root / "pending.json").exists() or (self.root / "active" / "000.json").exists():
+                raise StoreCorrupt(f"{self.root} was written by an older mailbot (store layout 1); "
+                                   "move it away and re-import the mail (`mailbot import`)")
+            return dict(SHARDS)
+        meta = _docs_of(data).get("layout", {})
+        if meta.get("version") != LAYOUT_VERSION:
+            raise StoreCorrupt(f"{self.root / 'layout.json'}: store layout {meta.get('version')!r}, this mailbot "
+                               f"reads layout {LAYOUT_VERSION}; mailbot will not overwrite it")
+        return {**SHARDS, **{k: int(v) for k, v in meta.get("shards", {}).items()}}
 
     # --- cases -------------------------------------------------------------------------------------
 
+    def _case_doc(self, key: str) -> dict[str, Any] | None:
+        where = self.ids.get("case:" + key)
+        if where is None:
+            return None
+        first, second = (self.closed, self.active) if where.get("place") == "closed" else (self.active, self.closed)
+        return first.get(key) or second.get(key)
+
     def get_case(self, key: str) -> Case | None:
-        doc = self.active.get(key) or self.closed.get(key)
+        doc = self._case_doc(key)
         return None if doc is None else case_from_doc(doc)
 
     def put_case(self, case: Case) -> None:
+        key = case.key
         doc = case_to_doc(case)
-        if case.status == CaseStatus.CLOSED:
-            self.closed.put(case.key, doc)
-            self.active.delete(case.key)
+        closed = case.status == CaseStatus.CLOSED
+        place = "closed" if closed else "active"
+        entry = self.ids.get("case:" + key)
+        if entry is not None and entry.get("place") != place:
+            (self.active if closed else self.closed).delete(key)
+        (self.closed if closed else self.active).put(key, doc)
+        self.ids.put("case:" + key, {"case": key, "place": place})
+        action = case.next_action
+        if closed or action is None:
+            self.due.delete(key)
         else:
-            self.active.put(case.key, doc)
-            self.closed.delete(case.key)
+            self.due.put(key, {"due": _utc(action.due), "kind": action.kind})
         for token in case.tracking_tokens:
-            self.ids.put("token:" + token, {"case": case.key})
+            self.ids.put("token:" + token, {"case": key})
 
     def active_cases(self) -> Iterator[Case]:
-        for doc in self.active.docs():
+        for doc in self.active.docs(keep=False):
             yield case_from_doc(doc)
 
     def all_cases(self) -> Iterator[Case]:
         yield from self.active_cases()
-        for doc in self.closed.docs():
+        for doc in self.closed.docs(keep=False):
             yield case_from_doc(doc)
 
     def due_case_keys(self, now: datetime) -> list[str]:
-        """Keys of open cases whose next action is due, soonest first; reads documents, builds no models."""
-        due: list[tuple[str, str]] = []
-        limit = now.isoformat()
-        for doc in self.active.docs():
-            action = doc.get("next_action")
-            if action and action["due"] <= limit:
-                due.append((action["due"], doc["key"]))
-        return [key for _, key in sorted(due)]
+        """Keys of open cases whose next action is due, soonest first; reads only the small due index."""
+        limit = _utc(now)
+        return [key for _, key in sorted((d["due"], d["_k"]) for d in self.due.docs() if d["due"] <= limit)]
 
     # --- the Message-ID index (dedup and threading) ------------------------------------------------
 
@@ -170,7 +539,8 @@ class Store:
 
     def seen(self, message_id: str) -> dict[str, Any] | None:
         """Where an already-recorded message ended: {"case": KEY} or {"case": "", "place": ...}."""
-        return self.ids.get(message_id)
+        doc = self.ids.get(message_id)
+        return None if doc is None else _public(doc)
 
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None:
         self.ids.put(message_id, {"case": case_key, "place": place})
@@ -178,13 +548,13 @@ class Store:
     # --- unmatched and quarantined mail -------------------------------------------------------------
 
     def add_unmatched(self, record: dict[str, Any]) -> None:
-        self.unmatched_t.put(record["message_id"], record)
+        self.unmatched_t.put(record["message_id"], dict(record))
 
     def unmatched(self) -> list[dict[str, Any]]:
-        return [_public(d) for d in self.unmatched_t.docs()]
+        return [_public(d) for d in self.unmatched_t.docs(keep=False)]
 
     def add_quarantined(self, record: dict[str, Any]) -> None:
-        self.quarantine_t.put(record["ref"], record)
+        self.quarantine_t.put(record["ref"], dict(record))
 
     def quarantined(self) -> list[dict[str, Any]]:
         return [_public(d) for d in self.quarantine_t.docs()]
@@ -200,11 +570,15 @@ class Store:
         self.pending.put(entry["action_id"], {**entry, "status": "pending"})
 
     def outbox_finish(self, action_id: str, status: str, **details: Any) -> None:
-        """Move an entry from pending to the ledger with its final status ("sent" | "failed")."""
+        """Move an entry from pending to the ledger with its final status ("sent" | "failed"). A sent mail's
+        raw bytes are not kept (the Sent folder or outbox has the copy); a failed one keeps them."""
         entry = self.pending.get(action_id) or self.ledger.get(action_id)
         if entry is None:
             return
-        self.ledger.put(action_id, {**_public(entry), **details, "status": status})
+        done = {**_public(entry), **details, "status": status}
+        if status == "sent":
+            done.pop("raw", None)
+        self.ledger.put(action_id, done)
         self.pending.delete(action_id)
 
     def outbox_update(self, action_id: str, **details: Any) -> None:
@@ -217,45 +591,97 @@ class Store:
 
     def sends_since(self, address: str, since: datetime) -> int:
         """How many mails went to `address` at or after `since` (for the per-recipient daily cap)."""
-        limit = since.isoformat()
+        limit = _utc(since)
         return sum(1 for t in self._send_times(address) if t >= limit)
 
     def note_send(self, address: str, at: datetime) -> None:
         # Only the last few days matter for a daily cap; keep the document small.
-        times = [*self._send_times(address), at.isoformat()][-20:]
-        self.checkpoints.put("sends:" + address, {"times": times})
+        times = [*self._send_times(address), _utc(at)][-20:]
+        self.sends.put(address, {"times": times})
 
     def _send_times(self, address: str) -> list[str]:
-        doc = self.checkpoints.get("sends:" + address)
+        doc = self.sends.get(address)
         return list(doc["times"]) if doc else []
 
     # --- checkpoints (IMAP folder, UIDVALIDITY, last UID) -------------------------------------------
 
+    def _checkpoint_docs(self) -> dict[str, dict[str, Any]]:
+        if self._checkpoints is None:
+            self._checkpoints = {} if self.root is None else _docs_of(self.health.read(self.root / "checkpoints.json"))
+        return self._checkpoints
+
     def get_checkpoint(self, key: str) -> dict[str, Any] | None:
-        doc = self.checkpoints.get("cp:" + key)
+        doc = self._checkpoint_docs().get(key)
         return None if doc is None else _public(doc)
 
     def set_checkpoint(self, key: str, value: dict[str, Any]) -> None:
-        self.checkpoints.put("cp:" + key, value)
-        self.checkpoints.storage.flush()
+        """Written at once (atomically), independently of `commit()`."""
+        docs = self._checkpoint_docs()
+        docs[key] = {**value, "_k": key}
+        if self.root is not None:
+            atomic_write_bytes(self.root / "checkpoints.json", dump_document(_document(docs)))
 
     # --- durability ----------------------------------------------------------------------------------
 
+    def _journal_path(self) -> Path | None:
+        return None if self.root is None else self.root / "journal.json"
+
+    def _replay(self) -> None:
+        """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it)."""
+        path = self._journal_path()
+        if path is None:
+            return
+        data = self.health.read(path)
+        for entry in _docs_of(data).values():
+            name, key, doc = entry["t"], entry["key"], entry["d"]
+            if name == "ids":
+                self.ids.put(key, doc)
+            elif doc is None:
+                self._by_name[name].delete(key)
+            else:
+                self._by_name[name].put(key, doc)
+
     def commit(self) -> int:
-        """Write every changed file. Order matters for crash safety: the ledger before cases, so that
-        after a crash a re-made decision finds its mail already recorded instead of sending it again."""
-        written = 0
-        order = [self.pending.storage, *self.ledger.storages(), *self.ids.storages(),
-                 self.unmatched_t.storage, self.quarantine_t.storage, *self.closed.storages(),
-                 *self.active.storages(), self.checkpoints.storage]
-        for storage in order:
-            written += storage.flush()
+        """Make every change since the last commit durable, atomically; returns the number of files written."""
+        if self.health.corrupt is not None:
+            raise StoreCorrupt(f"not writing anything: {self.health.corrupt}")
+        changes: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("ids", k, d) for k, d in self.ids.changes.items()]
+        for table in self._tables:
+            changes.extend((table.name, k, d) for k, d in table.changes.items())
+        if not changes:
+            return 0
+        if self.root is None:
+            self.ids.committed(self.ids.runs)
+            for table in self._tables:
+                table.committed([])
+            return 0
+        journal = self._journal_path()
+        assert journal is not None
+        first = not (self.root / "layout.json").exists()
+        atomic_write_bytes(journal, dump_document(
+            {_TABLE: {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}}))
+        if first:
+            atomic_write_bytes(self.root / "layout.json", dump_document(_document(
+                {"layout": {"_k": "layout", "version": LAYOUT_VERSION, "shards": self._shard_counts()}})))
+        id_files, runs = self.ids.storages()
+        per_table = [(t, t.storages()) for t in self._tables]
+        batch = [s for t, ss in per_table[:4] for s in ss] + id_files + [s for t, ss in per_table[4:] for s in ss]
+        written = write_batch(batch)
+        self.ids.committed(runs)
+        for table, storages in per_table:
+            table.committed(storages)
+        os.unlink(journal)
+        written += 1 + self.ids.merge_small_runs()
         return written
+
+    def _shard_counts(self) -> dict[str, int]:
+        return {t.name: t.count for t in self._tables if not t.single}
 
     def counts(self) -> dict[str, int]:
         return {
-            "active": sum(1 for _ in self.active.docs()),
-            "closed": sum(1 for _ in self.closed.docs()),
+            "active": len(self.active),
+            "closed": len(self.closed),
             "unmatched": len(self.unmatched_t),
             "quarantined": len(self.quarantine_t),
             "pending": len(self.pending),
@@ -264,6 +690,11 @@ class Store:
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "_k"}
+
+
+def _utc(d: datetime) -> str:
+    """A fixed-width UTC timestamp: these strings compare like the instants they name."""
+    return d.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 # --- documents ↔ models -----------------------------------------------------------------------------
