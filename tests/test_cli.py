@@ -189,3 +189,44 @@ def test_demo_shows_a_case_life() -> None:
     assert result.returncode == 0, result.stderr
     for expected in ("CAS-04027-B7D2Z5", "waiting_customer", "waiting_engineer", "closed", "no (masked)"):
         assert expected in result.stdout
+
+
+@pytest.mark.parametrize("layout", ["maildir", "eml-folder"])
+def test_import_reads_a_maildir_and_a_folder_of_eml(config: Path, scenario_dir: Path, layout: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    source = config.parent / "history"
+    for eml in sorted(scenario_dir.glob("0[123]-*.eml")):
+        if layout == "maildir":
+            deliver(source, eml.read_bytes())
+        else:
+            source.mkdir(exist_ok=True)
+            (source / eml.name).write_bytes(eml.read_bytes())
+    code, out, _ = run(capsys, "import", str(source), "--json", "--config", str(config),
+                       "--now", "2021-04-19T12:00:00+08:00")
+    assert code == 0 and json.loads(out)["threaded"] == 3
+    code, out, _ = run(capsys, "case", "CAS-04027-B7D2Z5", "--json", "--config", str(config))
+    assert json.loads(out)["status"] == "waiting_engineer"
+
+
+def test_import_replans_overdue_follow_ups_from_now(config: Path, scenario_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    source = config.parent / "history"
+    deliver(source, next(scenario_dir.glob("01-*.eml")).read_bytes())
+    code, out, _ = run(capsys, "import", str(source), "--json", "--config", str(config),
+                       "--now", "2021-06-01T10:00:00+08:00")
+    assert json.loads(out)["replanned"] == 1
+    code, out, _ = run(capsys, "plan", "--json", "--config", str(config))
+    # Nothing is sent for the past: the first reminder counts three business days from the import.
+    assert json.loads(out) == [{"case": "CAS-04027-B7D2Z5", "kind": "reminder", "due": "2021-06-04T10:00:00+08:00"}]
+
+
+def test_cases_filters(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def keys(*extra: str) -> list[str]:
+        code, out, _ = run(capsys, "cases", "--json", "--config", str(with_case), *extra)
+        assert code == 0
+        return [c["key"] for c in json.loads(out)]
+
+    assert keys("--engineer", "liqi@support.example") == ["CAS-04027-B7D2Z5"]
+    assert keys("--engineer", "someone@support.example") == []
+    assert keys("--overdue", "--now", "2021-04-15T09:00:00+08:00") == []
+    assert keys("--overdue", "--now", "2021-04-16T09:00:00+08:00") == ["CAS-04027-B7D2Z5"]
