@@ -67,6 +67,7 @@ def record_inbound(
     customers_addressed: tuple[str, ...],
     tokens: tuple[str, ...],
     now: datetime,
+    matched_by: str = "",
 ) -> Case:
     """Add a received mail to the case and move its status.
 
@@ -85,6 +86,7 @@ def record_inbound(
         direction="out" if role == Role.BOT else "in",
         text=mail.new_text[:TEXT_LIMIT],
         subject=mail.subject,
+        matched_by=matched_by,
     )
     timeline = tuple(sorted((*case.timeline, entry), key=lambda e: e.date))
     names = dict(case.contact_names)
@@ -109,14 +111,12 @@ def record_inbound(
                 updated = updated.with_(
                     status=CaseStatus.WAITING_CUSTOMER,
                     last_engineer_mail=when,
-                    reminders_sent=0,
                     closure=None,
                 )
     elif role == Role.CUSTOMER:
         updated = updated.with_(
             customers=_add(updated.customers, mail.from_addr, *customers_addressed),
             status=CaseStatus.WAITING_ENGINEER,
-            reminders_sent=0,
             next_action=None,
             snoozed_until=None,
             closure=None,
@@ -136,6 +136,13 @@ def record_outbound(case: Case, kind: EntryKind, message_id: str, text: str, sub
     elif kind == EntryKind.CLOSURE:
         updated = updated.with_(status=CaseStatus.CLOSED, next_action=None)
     return updated
+
+
+def reminders_in_cycle(case: Case) -> int:
+    """Reminders since the engineer's last mail to the customer: each engineer mail starts a new cycle
+    (`reminders_sent` counts them all, for people)."""
+    return sum(1 for e in case.timeline if e.kind == EntryKind.REMINDER and e.direction == "out"
+               and (case.last_engineer_mail is None or e.date >= case.last_engineer_mail))
 
 
 def last_reminder_at(case: Case) -> datetime | None:

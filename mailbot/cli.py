@@ -12,12 +12,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mailbot import __version__
 from mailbot.config import ConfigError, Settings, load
+from mailbot.storage import StoreCorrupt, StoreWriteError
 
 
 class UsageError(Exception):
@@ -130,7 +132,8 @@ def make_transport(settings: Settings) -> Any:
 
     if settings.smtp.kind == "outbox":
         return OutboxDirTransport(settings.bot.state_dir / "outbox")
-    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env))
+    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env),
+                         accepted_log=settings.bot.state_dir / "smtp-accepted.log")
 
 
 def _secret(env_name: str) -> str | None:
@@ -278,9 +281,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     service = make_service(settings, store, mailbox=MemoryMailbox())
     now = _now(args.now)
     if args.template in ("reminder", "reminder2"):
-        preview = case.with_(reminders_sent=0 if args.template == "reminder" else max(1, case.reminders_sent))
-        send = reminder(preview, service.policy)
-        case = preview
+        number = 1 if args.template == "reminder" else 2
+        send = replace(reminder(case, service.policy), template=args.template, reminder_number=number)
     elif args.template == "closure":
         send = closure(case, service.policy, case.closure, "preview")
     else:
@@ -418,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailbot: config: {e}", file=sys.stderr)
         return 2
     except RuntimeProblem as e:
+        print(f"mailbot: {e}", file=sys.stderr)
+        return 1
+    except (StoreCorrupt, StoreWriteError) as e:  # found while running: a corrupt shard, a full disk
         print(f"mailbot: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from mailbot.calendar import BusinessCalendar
-from mailbot.cases import last_reminder_at
+from mailbot.cases import last_reminder_at, reminders_in_cycle
 from mailbot.commands import HELP, Command
 from mailbot.config import FollowupSettings
 from mailbot.models import (
@@ -118,7 +118,7 @@ def plan_next(case: Case, policy: Policy) -> NextAction | None:
     ):
         return None
     cal = policy.calendar
-    sent = case.reminders_sent
+    sent = reminders_in_cycle(case)
     previous = last_reminder_at(case)
     if sent < f.max_reminders:
         base, days, kind = (previous, f.every_business_days, "reminder") if sent and previous else (
@@ -143,7 +143,7 @@ def _cycle(case: Case) -> str:
 
 
 def reminder(case: Case, policy: Policy, reason: str = "due") -> SendMail:
-    number = case.reminders_sent + 1
+    number = reminders_in_cycle(case) + 1
     to, cc = _recipients(case, policy)
     return SendMail(
         action_id=f"{case.key}/reminder/{number}/{_cycle(case)}/{reason}",

@@ -129,7 +129,7 @@ def run_demo(keep: bool = False) -> int:
                 text = body.get_content() if body is not None else ""
                 out.print(f"  ✉ sent to {msg['To']}{' cc ' + str(msg['Cc']) if msg['Cc'] else ''}", markup=False)
                 out.print(f"    Subject: {msg['Subject']}", markup=False)
-                for line in text.strip().splitlines()[:6]:
+                for line in text.strip().splitlines()[:14]:
                     out.print(f"    │ {line}", markup=False)
                 out.print("    │ …", markup=False)
             case = store.get_case(KEY)

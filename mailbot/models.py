@@ -105,6 +105,7 @@ class TimelineEntry:
     direction: str  # "in" | "out"
     text: str
     subject: str = ""
+    matched_by: str = ""  # the rule that threaded an incoming mail here (subject, in_reply_to, …)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,24 @@ def _one_line(text: str, limit: int = 120) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+_GREETINGS = ("您好", "你好")
+_SIGN_OFFS = ("best", "regards", "kind regards", "thanks", "thank you", "谢谢", "祝好", "此致")
+
+
+def quote_lines(text: str, engineer_name: str, limit: int = 10) -> tuple[list[str], bool]:
+    """The engineer's last request, ready to quote in a reminder: the substance, not the greeting or the
+    signature; at most `limit` lines. Returns (lines, whether lines were left out)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if lines and len(lines[0]) <= 40 and (lines[0].rstrip("：:，,！!。 ").endswith(_GREETINGS)
+                                          or lines[0].lower().startswith(("dear ", "hi ", "hello"))):
+        lines = lines[1:]
+    if lines and engineer_name and lines[-1] == engineer_name:
+        lines = lines[:-1]
+    if lines and len(lines[-1]) <= 20 and lines[-1].lower().startswith(_SIGN_OFFS):
+        lines = lines[:-1]
+    return lines[:limit], len(lines) > limit  # the templates cut long lines, with their own ellipsis
+
+
 def no_newlines(value: str) -> str:
     """Header fields must not carry CR/LF: a rendered value must never add a header (injection)."""
     return re.sub(r"[\r\n]+", " ", value).strip()
@@ -70,6 +88,8 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
     engineer = case.engineers[0] if case.engineers else ""
     receipt = send.receipt
     closure = send.closure or case.closure
+    request = last_request(case)
+    quote, truncated = quote_lines(request, case.name_of(engineer))
     return {
         "case": SimpleNamespace(
             key=case.key,
@@ -89,7 +109,9 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
         "reminder_number": send.reminder_number,
         "phone_call_logged": case.phone_call_logged,
         "days_silent": business_days_silent,
-        "last_request": last_request(case),
+        "last_request": request,
+        "request_quote": quote,
+        "request_quote_truncated": truncated,
         "closure": SimpleNamespace(
             problem=closure.problem if closure else "",
             analysis=closure.analysis if closure else "",

@@ -14,6 +14,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from mailbot.config import Settings
+from mailbot.storage import StoreCorrupt, StoreWriteError
 
 log = logging.getLogger("mailbot")
 
@@ -50,11 +51,18 @@ def run_forever(service: Any, settings: Settings, fixed_now: datetime | None = N
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
+    fatal: list[StoreCorrupt] = []
+
     def sweep() -> None:
         if stop.is_set():
             return
         try:
             service.send_due(clock())
+        except StoreCorrupt as e:  # nothing more may be written: stop, and say why
+            fatal.append(e)
+            stop.set()
+        except StoreWriteError as e:  # disk full: nothing half-written; the next sweep does it again
+            log.error("- sweep: %s", e)
         except Exception:  # the next sweep tries again; a failure must not kill the scheduler thread
             log.exception("- sweep failed")
 
@@ -75,9 +83,15 @@ def run_forever(service: Any, settings: Settings, fixed_now: datetime | None = N
                     mailbox.wait_for_mail(float(settings.mailbox.poll_seconds), stop)
                 else:
                     stop.wait(settings.mailbox.poll_seconds)
-            except Exception as e:  # connection lost, server restarted, DNS down: wait and try again
+            except StoreCorrupt as e:
+                fatal.append(e)
+                break
+            except Exception as e:  # connection lost, server restarted, DNS down, disk full: wait, try again
                 delay = min(300.0, backoff) * (0.5 + random.random())  # jitter: no thundering herd
-                log.warning("- mailbox problem (%s: %s); retrying in %.0fs", type(e).__name__, e, delay)
+                if isinstance(e, StoreWriteError):
+                    log.error("- %s; the mail stays in the mailbox; retrying in %.0fs", e, delay)
+                else:
+                    log.warning("- mailbox problem (%s: %s); retrying in %.0fs", type(e).__name__, e, delay)
                 backoff *= 2
                 stop.wait(delay)
     finally:
@@ -87,4 +101,6 @@ def run_forever(service: Any, settings: Settings, fixed_now: datetime | None = N
         except Exception as e:  # closing a dead connection may fail; we are leaving anyway
             log.debug("- closing the mailbox: %s", e)
         log.info("- mailbot stopped")
+    if fatal:
+        raise fatal[0]  # the command prints it and exits 1
     return 0

@@ -34,7 +34,7 @@ from mailbot.parse import parse
 from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
 from mailbot.roles import role_of
-from mailbot.store import Store
+from mailbot.store import Store, StoreCorrupt
 from mailbot.transport import PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger("mailbot")
@@ -142,6 +142,8 @@ class Service:
         for fetched in batch:
             try:
                 outcome = self.handle(fetched, now, report)
+            except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
+                raise
             except Exception as e:  # a bug must not stop the bot or lose the mail: quarantine it
                 log.exception("unexpected error on %s", fetched.ref)
                 outcome = f"quarantine:internal error {type(e).__name__}: {e}"
@@ -202,7 +204,8 @@ class Service:
         customers = tuple(a for a in (*mail.to, *mail.cc) if self.role(a) == Role.CUSTOMER)
         tokens = find_tokens(mail.subject, cases.tracking_token)
         before = case.status
-        case = record_inbound(case, mail, role, kind, customers, tokens, now)
+        case = record_inbound(case, mail, role, kind, customers, tokens, now,
+                              found.rule.value if found.rule else "")
         case = case.with_(language=language_of([e.subject + "\n" + e.text for e in case.timeline
                                                 if e.role in (Role.ENGINEER, Role.CUSTOMER)]))
         sends: list[SendMail] = []
@@ -361,6 +364,8 @@ class Service:
     def _already_out(self, entry: dict[str, Any]) -> bool:
         mid = entry["message_id"]
         if self.transport.already_sent(mid):
+            if self.sent_folder is not None and entry.get("attempts", 0) > 0:
+                self._ensure_sent_copy(entry)  # the crash may have come before the Sent copy was made
             return True
         if self.sent_folder is not None and entry.get("attempts", 0) > 0:
             try:
@@ -368,6 +373,14 @@ class Service:
             except Exception as e:  # cannot tell: retrying is the lesser evil than losing the mail
                 log.warning("cannot search the Sent folder for %s: %s", mid, e)
         return False
+
+    def _ensure_sent_copy(self, entry: dict[str, Any]) -> None:
+        assert self.sent_folder is not None
+        try:
+            if not self.sent_folder.sent_contains(entry["message_id"]):
+                self.sent_folder.append_sent(entry["raw"].encode("ascii", "surrogateescape"))
+        except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
+            log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
 
     def _transmit(self, entry: dict[str, Any], now: datetime, report: CycleReport) -> None:
         action_id = entry["action_id"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import glob
 import json
 import os
 import shutil
@@ -28,6 +30,40 @@ class StoreCorrupt(Exception):
     """A state file that is not a valid TinyDB JSON document: we refuse to start rather than overwrite it."""
 
 
+class StoreWriteError(OSError):
+    """A state file could not be written (disk full, read-only, no permission). Nothing was replaced: every
+    file keeps its last complete content (temp files are removed), and the caller's changes are still in
+    memory, to be written by the next commit."""
+
+    def __init__(self, where: object, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error))
+        self.reason = (f"cannot save the state ({where}): {error.strerror or error}; nothing was changed "
+                       "on disk, and what was not saved is done again on the next try")
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def _write_errors_explained(fn: Any) -> Any:
+    """OSError from a state write → StoreWriteError naming the file: one clear line, and not mistaken for a
+    network error by callers that catch OSError around I/O (the IMAP adapter writes its checkpoint)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreWriteError:
+            raise
+        except OSError as e:
+            target = args[0] if args else "?"
+            if isinstance(target, list):
+                target = next((s.path for s in target if getattr(s, "path", None) is not None), "?")
+            raise StoreWriteError(e.filename or target, e) from e
+
+    return wrapper
+
+
+@_write_errors_explained
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,16 +111,20 @@ def _libc_syncfs() -> Any:
 _SYNCFS = _libc_syncfs()
 
 
+SYNCFS_FROM = 8  # batches of at least this many files (or directories) use one syncfs
+
+
 def sync_files(paths: Iterable[Path]) -> None:
     """Make the data of these (already written, closed) files durable.
 
-    On Linux one syncfs(2) of the filesystem holding them replaces an fsync per file (since 5.8 it reports
-    write-back errors); elsewhere, or if it fails, every file is fsynced.
+    For a big batch on Linux, one syncfs(2) of the filesystem holding them replaces an fsync per file (since
+    5.8 it reports write-back errors). A small batch is fsynced file by file: syncfs also waits for everybody
+    else's dirty data on that filesystem, which on a busy host costs more than a few fsyncs.
     """
     files = list(paths)
     if not files:
         return
-    if _SYNCFS is not None:
+    if _SYNCFS is not None and len(files) >= SYNCFS_FROM:
         fd = os.open(files[0].parent, os.O_RDONLY)
         try:
             if _SYNCFS(fd) == 0:
@@ -132,7 +172,9 @@ def read_document(path: Path, empty_ok: bool = False) -> dict[str, Any] | None:
             if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
                 problem = "it does not hold a TinyDB document store"
     if problem:
-        backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        # One copy per corrupt content: a service restarted in a loop must not fill the disk with copies.
+        same = [p for p in sorted(path.parent.glob(f"{glob.escape(path.name)}.corrupt-*")) if p.read_bytes() == raw]
+        backup = same[0] if same else path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         if not backup.exists():
             shutil.copy2(path, backup)
         raise StoreCorrupt(
@@ -151,12 +193,13 @@ class BufferedAtomicStorage(Storage):
     """
 
     def __init__(self, path: Path | None = None, data: dict[str, Any] | None = None, load: bool = True) -> None:
-        self.path = path
+        self.path = None if path is None else Path(path)
         self.dirty = False
+        self.size = 0  # bytes of the last prepared content
         self._data: dict[str, Any] | None = data
         self._prepared: Path | None = None
-        if load and data is None and path is not None:
-            self._data = read_document(path, empty_ok=True)
+        if load and data is None and self.path is not None:
+            self._data = read_document(self.path, empty_ok=True)
 
     def read(self) -> dict[str, Any] | None:
         return self._data
@@ -176,18 +219,19 @@ class BufferedAtomicStorage(Storage):
         tmp = self.tmp_path
         assert tmp is not None
         payload = dump_document(self._data if self._data is not None else {})
+        self.size = len(payload)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
         except FileNotFoundError:
             tmp.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self._prepared = tmp  # from now on, discard() removes it (a write that fails must leave no litter)
         try:
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        self._prepared = tmp
         return tmp
 
     def flush(self) -> bool:
@@ -215,24 +259,48 @@ class BufferedAtomicStorage(Storage):
         pass
 
 
-def write_batch(storages: list[BufferedAtomicStorage]) -> int:
-    """Persist every dirty storage as one batch: temp files, one sync, renames in list order, one fsync per
-    directory. Returns the number of files written. On an error, unrenamed temp files are removed."""
+def sync_directories(directories: Iterable[Path]) -> None:
+    """Make renames in these directories durable: an fsync per directory, or one syncfs(2) for many."""
+    dirs = list(dict.fromkeys(directories))
+    if not dirs:
+        return
+    if _SYNCFS is not None and len(dirs) >= SYNCFS_FROM:
+        fd = os.open(dirs[0], os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for directory in dirs:
+        fsync_dir(directory)
+
+
+@_write_errors_explained
+def write_batch(storages: list[BufferedAtomicStorage], journal: BufferedAtomicStorage | None = None) -> int:
+    """Persist every dirty storage as one batch and return the number of files written.
+
+    Temp files first, one sync; then the journal (if any) is renamed into place and its directory synced, so
+    that it is durable before any file it describes changes; then the renames in list order, and one sync of
+    the directories. On an error, temp files not yet renamed are removed.
+    """
     dirty = [s for s in storages if s.dirty and s.path is not None]
     for s in storages:
         if s.path is None:
             s.dirty = False
     if not dirty:
         return 0
+    everything = [journal, *dirty] if journal is not None else dirty
     try:
-        prepared = [p for p in (s.prepare() for s in dirty) if p is not None]
+        prepared = [p for p in (s.prepare() for s in everything) if p is not None]
         sync_files(prepared)
+        if journal is not None and journal.path is not None:
+            journal.flush()
+            fsync_dir(journal.path.parent)
         for s in dirty:
             s.flush()
     except BaseException:
-        for s in dirty:
+        for s in everything:
             s.discard()
         raise
-    for directory in dict.fromkeys(s.path.parent for s in dirty if s.path is not None):
-        fsync_dir(directory)
+    sync_directories(s.path.parent for s in dirty if s.path is not None)
     return len(dirty)

@@ -4,15 +4,17 @@ Layout (every file a TinyDB JSON document store — `{"_default": {"1": {..., "_
 never edited in place):
 
     <root>/layout.json            layout version and shard counts (a store keeps the counts it was made with)
-    <root>/active/NNNN.json       open cases, 1024 shards by key hash         — loaded lazily, LRU-cached
+    <root>/active/NNNN.json       open cases, 4096 shards by key hash         — loaded lazily, LRU-cached
     <root>/due/NNNN.json          key → next action (kind, due in UTC), 16 shards — all the sweep reads
     <root>/closed/NNNN.json       closed cases, 4096 shards                   — loaded lazily, LRU-cached
     <root>/ids/runs.json          the Message-ID index: Message-ID, `token:T` and `case:KEY` → case, kept
     <root>/ids/rNNNNNN.fp.json    as immutable runs (a small log-structured merge tree): each commit adds
     <root>/ids/rNNNNNN.PPPP.json  one run, runs of similar size are merged; a run's 32-bit key fingerprints
                                   stay in memory (4 bytes a key), so a new id is known to be new without I/O
-    <root>/ledger/NNNN.json       every finished outgoing mail by action id, 4096 shards
-    <root>/pending/NNNN.json      outgoing mail recorded but not yet confirmed sent, 16 shards
+    <root>/ledger/NNNN.json       every outgoing mail by action id, 4096 shards: recorded ("pending"), then
+                                  "sent" or "failed" in place — so each step of sending a mail is a commit
+                                  of one small file, atomic without the journal
+    <root>/pending_index.json     which ledger shards hold pending mail
     <root>/sends/NNNN.json        recent send times per recipient (the daily cap), 256 shards
     <root>/unmatched/NNNN.json    unmatched mail, 256 shards
     <root>/quarantine.json, checkpoints.json
@@ -61,7 +63,6 @@ from mailbot.storage import (
     StoreCorrupt,
     atomic_write_bytes,
     dump_document,
-    fsync_dir,
     read_document,
     write_batch,
 )
@@ -70,13 +71,13 @@ __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
 _TABLE = "_default"
 LAYOUT_VERSION = 2
-SHARDS = {"active": 1024, "due": 16, "closed": 4096, "ledger": 4096, "pending": 16, "sends": 256,
-          "unmatched": 256}
+SHARDS = {"active": 4096, "due": 16, "closed": 4096, "ledger": 4096, "sends": 256, "unmatched": 256}
 # Bytes of JSON each table may keep cached (clean shards only; least recently used go first).
-_CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "ledger": 4 << 20, "pending": 4 << 20,
-                "sends": 2 << 20, "unmatched": 2 << 20, "quarantine": 1 << 30}
+_CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "ledger": 8 << 20, "sends": 2 << 20,
+                "unmatched": 2 << 20, "quarantine": 1 << 30, "pending_index": 1 << 30}
 RUN_PART = 512  # ids per part file of a run
 MERGE_RATIO = 2  # merge the newest runs while the one before is at most this many times bigger
+FOLD_LIMIT = 20_000  # runs up to this size are merged in memory within a commit; bigger ones stream
 
 
 def _h64(key: str) -> int:
@@ -190,12 +191,11 @@ class _Table:
     def _numbers(self) -> list[int]:
         if self.root is None or self.single:
             return sorted(self.loaded) if self.root is None else [0]
-        on_disk: set[int] = set()
-        with os.scandir(self.root / self.name) if (self.root / self.name).is_dir() else _empty() as it:
-            for entry in it:
-                stem, _, ext = entry.name.partition(".")
-                if ext == "json" and stem.isdigit():
-                    on_disk.add(int(stem))
+        try:
+            names = os.listdir(self.root / self.name)
+        except FileNotFoundError:
+            names = []
+        on_disk = {int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()}
         return sorted(on_disk | set(self.loaded))
 
     def docs(self, keep: bool = True) -> Iterator[dict[str, Any]]:
@@ -218,19 +218,11 @@ class _Table:
         for s in written:
             if s.path is not None:
                 n = 0 if self.single else int(s.path.stem)
-                self.cached_bytes -= self.sizes.get(n, 0)
-                self.sizes[n] = 0  # unknown until re-read; only used for the cache budget
+                self.cached_bytes += s.size - self.sizes.get(n, 0)
+                self.sizes[n] = s.size
         self.dirty.clear()
         self.changes.clear()
         self._evict()
-
-
-class _empty:
-    def __enter__(self) -> list[Any]:
-        return []
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _Run:
@@ -370,24 +362,44 @@ class _RunIndex:
         return s
 
     def storages(self) -> tuple[list[BufferedAtomicStorage], list[_Run]]:
-        """The files of this commit's run (and the new manifest), and the runs as they will then be."""
+        """The files of this commit's run (and the new manifest), and the runs as they will then be.
+
+        Small runs at the end are folded into the new run in memory (the binary-counter rule: fold the newest
+        while it is at most MERGE_RATIO times what is accumulated), so a commit writes one run and the number
+        of runs stays logarithmic; merging big runs is left to `merge_big_runs`, which streams."""
         if not self.changes or self.dir is None:
             return [], self.runs
-        run, storages = self._run_storages(self.next_number, list(self.changes.values()))
-        runs = [*self.runs, run]
+        runs = list(self.runs)
+        folded: list[_Run] = []
+        total = len(self.changes)
+        while runs and runs[-1].count <= MERGE_RATIO * total and total + runs[-1].count <= FOLD_LIMIT:
+            folded.append(runs.pop())
+            total += folded[-1].count
+        docs: dict[str, dict[str, Any]] = {}
+        for run in reversed(folded):  # oldest first: newer documents overwrite older ones
+            for q in range(run.parts):
+                docs.update(self._part(run, q, keep=False))
+        docs.update(self.changes)
+        run, storages = self._run_storages(self.next_number, list(docs.values()))
+        runs.append(run)
         return [*storages, self._manifest(runs)], runs
 
     def committed(self, runs: list[_Run]) -> None:
         if self.dir is None:
             self.memory.update(self.changes)
         elif runs is not self.runs:
+            gone = {r.number for r in self.runs} - {r.number for r in runs}
             self.runs = runs
             self.next_number = runs[-1].number + 1
+            if gone:
+                for key in [k for k in self.parts if k[0] in gone]:
+                    del self.parts[key]
+                self._remove_unlisted()
         self.changes.clear()
 
-    def merge_small_runs(self) -> int:
-        """Merge the newest runs while the one before is not much bigger: every id is rewritten about
-        log2(ids / batch) times over its life, and there are never more than about that many runs."""
+    def merge_big_runs(self) -> int:
+        """Merge the newest runs while the one before is not much bigger, part by part in bounded memory:
+        every id is rewritten about log2(ids / batch) times over its life."""
         written = 0
         while (self.dir is not None and len(self.runs) >= 2
                and self.runs[-2].count <= MERGE_RATIO * self.runs[-1].count):
@@ -402,14 +414,13 @@ class _RunIndex:
         fps: list[int] = []
         count = 0
         for p in range(parts):
-            lo, hi = (p << 32) // parts, ((p + 1) << 32) // parts  # this part's slice of the hash space
+            # The top 32 bits t of a key's hash put it in part (t * parts) >> 32: this part holds t_lo..t_hi.
+            t_lo, t_hi = -(-(p << 32) // parts), -(-((p + 1) << 32) // parts) - 1
             merged: dict[str, dict[str, Any]] = {}
             for run in (old, new):  # the newer run wins
-                first, last = lo * run.parts >> 32, ((hi - 1) * run.parts) >> 32
-                for q in range(first, last + 1):
+                for q in range((t_lo * run.parts) >> 32, ((t_hi * run.parts) >> 32) + 1):
                     for key, doc in self._part(run, q, keep=False).items():
-                        h = _h64(key)
-                        if lo <= h >> 32 < hi:
+                        if ((_h64(key) >> 32) * parts) >> 32 == p:
                             merged[key] = doc
             count += len(merged)
             fps.extend(_h64(k) & 0xFFFFFFFF for k in merged)
@@ -433,13 +444,9 @@ class _RunIndex:
         """Delete run files the manifest no longer lists (merged away, or left by a crash)."""
         assert self.dir is not None
         listed = {r.number for r in self.runs}
-        removed = False
         for name in os.listdir(self.dir):
             if name.startswith("r") and name[1:7].isdigit() and int(name[1:7]) not in listed:
-                os.unlink(self.dir / name)
-                removed = True
-        if removed:
-            fsync_dir(self.dir)
+                os.unlink(self.dir / name)  # no sync needed: a file that comes back is unlisted again
 
 
 class Store:
@@ -455,14 +462,17 @@ class Store:
         self.closed = _Table(root, "closed", shards["closed"], h)
         self.ids = _RunIndex(root, h)
         self.ledger = _Table(root, "ledger", shards["ledger"], h)
-        self.pending = _Table(root, "pending", shards["pending"], h)
+        self.pending_index = _Table(root, "pending_index", 1, h, single=True)
         self.sends = _Table(root, "sends", shards["sends"], h)
         self.unmatched_t = _Table(root, "unmatched", shards["unmatched"], h)
         self.quarantine_t = _Table(root, "quarantine", 1, h, single=True)
         self._checkpoints: dict[str, dict[str, Any]] | None = None
+        # Case models built from documents, by key: (the document they came from, the model). Valid while
+        # that very document object is the stored one (every change stores a new object); Case is frozen.
+        self._models: OrderedDict[str, tuple[dict[str, Any], Case]] = OrderedDict()
         # Commit order (for the shard files; the journal makes the commit atomic anyway): the ledger before
         # the cases, so that a re-made decision finds its mail already recorded instead of sending it again.
-        self._tables = [self.pending, self.ledger, self.sends, self.unmatched_t, self.quarantine_t,
+        self._tables = [self.ledger, self.pending_index, self.sends, self.unmatched_t, self.quarantine_t,
                         self.closed, self.active, self.due]
         self._by_name = {t.name: t for t in self._tables}
         self._replay()
@@ -493,7 +503,21 @@ class Store:
 
     def get_case(self, key: str) -> Case | None:
         doc = self._case_doc(key)
-        return None if doc is None else case_from_doc(doc)
+        if doc is None:
+            return None
+        cached = self._models.get(key)
+        if cached is not None and cached[0] is doc:
+            self._models.move_to_end(key)
+            return cached[1]
+        case = case_from_doc(doc)
+        self._remember_model(key, doc, case)
+        return case
+
+    def _remember_model(self, key: str, doc: dict[str, Any], case: Case) -> None:
+        self._models[key] = (doc, case)
+        self._models.move_to_end(key)
+        if len(self._models) > 2048:
+            self._models.popitem(last=False)
 
     def put_case(self, case: Case) -> None:
         key = case.key
@@ -503,7 +527,11 @@ class Store:
         entry = self.ids.get("case:" + key)
         if entry is not None and entry.get("place") != place:
             (self.active if closed else self.closed).delete(key)
-        (self.closed if closed else self.active).put(key, doc)
+        table = self.closed if closed else self.active
+        table.put(key, doc)
+        stored = table.get(key)
+        if stored is not None and stored == doc:
+            self._remember_model(key, stored, case)
         self.ids.put("case:" + key, {"case": key, "place": place})
         action = case.next_action
         if closed or action is None:
@@ -562,32 +590,45 @@ class Store:
     # --- the outbox ledger (exactly-once sending) ---------------------------------------------------
 
     def outbox_entry(self, action_id: str) -> dict[str, Any] | None:
-        doc = self.pending.get(action_id) or self.ledger.get(action_id)
+        doc = self.ledger.get(action_id)
         return None if doc is None else _public(doc)
 
     def outbox_record(self, entry: dict[str, Any]) -> None:
         """Record an intent to send, before sending (status "pending")."""
-        self.pending.put(entry["action_id"], {**entry, "status": "pending"})
+        key = entry["action_id"]
+        self.ledger.put(key, {**entry, "status": "pending"})
+        self.pending_index.put(str(self.ledger.shard_of(key)), {})
 
     def outbox_finish(self, action_id: str, status: str, **details: Any) -> None:
-        """Move an entry from pending to the ledger with its final status ("sent" | "failed"). A sent mail's
-        raw bytes are not kept (the Sent folder or outbox has the copy); a failed one keeps them."""
-        entry = self.pending.get(action_id) or self.ledger.get(action_id)
+        """Give an entry its final status ("sent" | "failed"). A sent mail's raw bytes are not kept (the Sent
+        folder or the outbox folder has the copy); a failed one keeps them."""
+        entry = self.ledger.get(action_id)
         if entry is None:
             return
         done = {**_public(entry), **details, "status": status}
         if status == "sent":
             done.pop("raw", None)
         self.ledger.put(action_id, done)
-        self.pending.delete(action_id)
 
     def outbox_update(self, action_id: str, **details: Any) -> None:
-        entry = self.pending.get(action_id)
-        if entry is not None:
-            self.pending.put(action_id, {**_public(entry), **details})
+        entry = self.ledger.get(action_id)
+        if entry is not None and entry.get("status") == "pending":
+            self.ledger.put(action_id, {**_public(entry), **details})
 
     def outbox_pending(self) -> list[dict[str, Any]]:
-        return sorted((_public(d) for d in self.pending.docs()), key=lambda d: d.get("recorded", ""))
+        found = [_public(d) for n in self._pending_shards() for d in self.ledger.shard(n).values()
+                 if d.get("status") == "pending"]
+        return sorted(found, key=lambda d: d.get("recorded", ""))
+
+    def _pending_shards(self) -> list[int]:
+        return sorted(int(d["_k"]) for d in self.pending_index.docs())
+
+    def _prune_pending_index(self) -> None:
+        """Forget ledger shards without pending mail (only those in memory: no file is read for this)."""
+        for n in self._pending_shards():
+            docs = self.ledger.loaded.get(n)
+            if docs is not None and not any(d.get("status") == "pending" for d in docs.values()):
+                self.pending_index.delete(str(n))
 
     def sends_since(self, address: str, since: datetime) -> int:
         """How many mails went to `address` at or after `since` (for the per-recipient daily cap)."""
@@ -629,9 +670,11 @@ class Store:
     def _replay(self) -> None:
         """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it)."""
         path = self._journal_path()
+        self._stale_journal = False
         if path is None:
             return
         data = self.health.read(path)
+        self._stale_journal = data is not None
         for entry in _docs_of(data).values():
             name, key, doc = entry["t"], entry["key"], entry["d"]
             if name == "ids":
@@ -641,15 +684,23 @@ class Store:
             else:
                 self._by_name[name].put(key, doc)
 
+    def _changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        changes: list[tuple[str, str, dict[str, Any] | None]] = [("ids", k, d) for k, d in self.ids.changes.items()]
+        for table in self._tables:
+            changes.extend((table.name, k, d) for k, d in table.changes.items())
+        return changes
+
     def commit(self) -> int:
         """Make every change since the last commit durable, atomically; returns the number of files written."""
         if self.health.corrupt is not None:
             raise StoreCorrupt(f"not writing anything: {self.health.corrupt}")
-        changes: list[tuple[str, str, dict[str, Any] | None]] = [
-            ("ids", k, d) for k, d in self.ids.changes.items()]
-        for table in self._tables:
-            changes.extend((table.name, k, d) for k, d in table.changes.items())
+        if self.root is not None and len(self.ids.changes) + sum(len(t.dirty) for t in self._tables) > 1:
+            self._prune_pending_index()  # the commit is journaled anyway: one more small file costs little
+        changes = self._changes()
         if not changes:
+            if self._stale_journal and self.root is not None:  # replayed, and everything was already on disk
+                os.unlink(self.root / "journal.json")
+                self._stale_journal = False
             return 0
         if self.root is None:
             self.ids.committed(self.ids.runs)
@@ -658,22 +709,26 @@ class Store:
             return 0
         journal = self._journal_path()
         assert journal is not None
-        first = not (self.root / "layout.json").exists()
-        atomic_write_bytes(journal, dump_document(
-            {_TABLE: {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}}))
-        if first:
+        if not (self.root / "layout.json").exists():
             atomic_write_bytes(self.root / "layout.json", dump_document(_document(
                 {"layout": {"_k": "layout", "version": LAYOUT_VERSION, "shards": self._shard_counts()}})))
         id_files, runs = self.ids.storages()
         per_table = [(t, t.storages()) for t in self._tables]
-        batch = [s for t, ss in per_table[:4] for s in ss] + id_files + [s for t, ss in per_table[4:] for s in ss]
-        written = write_batch(batch)
+        # Shard files in the order ledger → ids → cases (the journal makes the commit atomic in any order).
+        batch = [s for _, ss in per_table[:4] for s in ss] + id_files + [s for _, ss in per_table[4:] for s in ss]
+        if len(batch) == 1 and not self._stale_journal:
+            written = write_batch(batch)  # one file is atomic on its own: no journal needed
+        else:
+            entries = {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}
+            log = BufferedAtomicStorage(journal, {_TABLE: entries}, load=False)
+            log.dirty = True
+            written = write_batch(batch, journal=log)
+            os.unlink(journal)  # no sync needed: replaying a finished commit changes nothing
+        self._stale_journal = False
         self.ids.committed(runs)
         for table, storages in per_table:
             table.committed(storages)
-        os.unlink(journal)
-        written += 1 + self.ids.merge_small_runs()
-        return written
+        return written + self.ids.merge_big_runs()
 
     def _shard_counts(self) -> dict[str, int]:
         return {t.name: t.count for t in self._tables if not t.single}
@@ -684,7 +739,7 @@ class Store:
             "closed": len(self.closed),
             "unmatched": len(self.unmatched_t),
             "quarantined": len(self.quarantine_t),
-            "pending": len(self.pending),
+            "pending": len(self.outbox_pending()),
         }
 
 
@@ -743,6 +798,7 @@ def case_to_doc(case: Case) -> dict[str, Any]:
                 "direction": e.direction,
                 "text": e.text,
                 "subject": e.subject,
+                "matched_by": e.matched_by,
             }
             for e in case.timeline
         ],
@@ -784,6 +840,7 @@ def case_from_doc(doc: dict[str, Any]) -> Case:
                 direction=e["direction"],
                 text=e["text"],
                 subject=e.get("subject", ""),
+                matched_by=e.get("matched_by", ""),
             )
             for e in doc.get("timeline", ())
         ),

@@ -8,6 +8,7 @@ PermanentFailure (5xx for this mail's sender, recipients or content: resending t
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import smtplib
@@ -19,6 +20,8 @@ from typing import Protocol
 
 from mailbot.config import SmtpSettings
 from mailbot.storage import atomic_write_bytes
+
+log = logging.getLogger("mailbot")
 
 # recipient → (SMTP code, server text), as smtplib's sendmail reports refusals.
 Refused = dict[str, tuple[int, str]]
@@ -146,9 +149,12 @@ class SmtpTransport:
         *,
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        accepted_log: Path | None = None,
     ) -> None:
         self.settings = settings
         self.password = password
+        # Where the Message-ID of every accepted mail is written the moment the server's final 250 is read.
+        self.accepted = AcceptedLog(accepted_log) if accepted_log is not None else None
         # The EHLO name; smtplib's default is getfqdn(), which can stall on DNS. Pass the bot's domain.
         self.local_hostname = local_hostname
         self.ssl_context = ssl_context or ssl.create_default_context()
@@ -232,8 +238,10 @@ class SmtpTransport:
         if not recipients:
             raise PermanentFailure("no recipients")
         smtp = self._connect()
+        accepted = False
         try:
             refused: Refused = smtp.sendmail(sender, recipients, raw)
+            accepted = True
         except smtplib.SMTPRecipientsRefused as e:
             raise _all_refused(e.recipients, recipients) from e
         except smtplib.SMTPSenderRefused as e:
@@ -247,6 +255,8 @@ class SmtpTransport:
             # §6.1 starts at the final 250), so sending again is right.
             raise self._session_error(e) from e
         finally:
+            if accepted:  # before QUIT and before the caller marks it: the crash window is this one write
+                self._note_accepted(message_id)
             _close(smtp)
         # Partial refusal: the others have it; reporting the refused ones is the caller's business.
         return {addr: (code, _one_line(text)) for addr, (code, text) in refused.items()}
@@ -277,8 +287,67 @@ class SmtpTransport:
         login = f", logged in as {s.username}" if s.username else ", no login"
         return f"SMTP {self._where} reachable ({s.security}{login})"
 
+    def _note_accepted(self, message_id: str) -> None:
+        if self.accepted is None:
+            return
+        try:
+            self.accepted.add(message_id)
+        except OSError as e:  # the mail is out; only a crash in the next moment could now repeat it
+            log.warning("- cannot note that %s was accepted in %s: %s", message_id, self.accepted.path,
+                        e.strerror or e)
+
     def already_sent(self, message_id: str) -> bool | None:
-        return None  # SMTP keeps no record we can ask; the Sent folder (IMAP) is the place to look
+        """True when the accepted log has it; otherwise SMTP cannot tell (the IMAP Sent folder may)."""
+        if self.accepted is not None and message_id in self.accepted:
+            return True
+        return None
+
+
+class AcceptedLog:
+    """The Message-IDs of the last mails an SMTP server accepted, one per line, appended (and fsynced) as
+    soon as the final 250 is read — before QUIT, before the Sent copy, before the outbox ledger is marked.
+
+    SMTP has no way to ask "did you get this one?": without this file, a crash between the server's 250 and
+    the ledger mark sends the mail again on restart. With it, only a crash between the server writing its
+    250 and this append (a few microseconds) can. Only the newest ids matter (the mail in hand at a crash),
+    so the file keeps the last KEEP of them.
+    """
+
+    KEEP = 1000
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ids: list[str] | None = None
+
+    def _load(self) -> list[str]:
+        if self._ids is None:
+            try:
+                text = self.path.read_bytes().decode("ascii", "replace")
+            except FileNotFoundError:
+                text = ""
+            self._ids = [line.strip() for line in text.split("\n") if line.strip()]
+        return self._ids
+
+    def add(self, message_id: str) -> None:
+        ids = self._load()
+        mid = " ".join(message_id.split())  # one line whatever it holds
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            os.write(fd, (mid + "\n").encode("ascii", "replace"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ids.append(mid)
+        if len(ids) > 2 * self.KEEP:
+            del ids[: -self.KEEP]
+            atomic_write_bytes(self.path, "".join(i + "\n" for i in ids).encode("ascii", "replace"))
+
+    def __contains__(self, message_id: str) -> bool:
+        return " ".join(message_id.split()) in self._load()
 
 
 def _all_refused(refusals: Refused, recipients: list[str]) -> TransportError:

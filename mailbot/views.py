@@ -46,7 +46,8 @@ def case_json(case: Case, zone: ZoneInfo, brief: bool = False) -> dict[str, Any]
     if not brief:
         data["messages"] = [
             {"message_id": e.message_id, "date": e.date.astimezone(zone).isoformat(), "from": e.from_addr,
-             "role": e.role.value, "kind": e.kind.value, "direction": e.direction, "text": e.text}
+             "role": e.role.value, "kind": e.kind.value, "direction": e.direction, "text": e.text,
+             "matched_by": e.matched_by or None}
             for e in case.timeline
         ]
         data["notes"] = list(case.notes)

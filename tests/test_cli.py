@@ -64,6 +64,7 @@ def test_case_json_has_the_interface_shape(with_case: Path, capsys: pytest.Captu
     assert [(m["role"], m["kind"], m["direction"]) for m in case["messages"]] == [
         ("engineer", "mail", "in"), ("customer", "auto_reply", "in")]
     assert set(case["messages"][0]) >= {"message_id", "date", "from", "role", "kind", "direction", "text"}
+    assert [m["matched_by"] for m in case["messages"]] == ["subject", "subject"]
     assert "Xk93-fake-Pw77" not in out
 
 
@@ -230,3 +231,16 @@ def test_cases_filters(with_case: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert keys("--engineer", "someone@support.example") == []
     assert keys("--overdue", "--now", "2021-04-15T09:00:00+08:00") == []
     assert keys("--overdue", "--now", "2021-04-16T09:00:00+08:00") == ["CAS-04027-B7D2Z5"]
+
+
+def test_logs_are_one_line_per_event_with_the_case_key_and_optionally_json(tmp_path: Path, scenario_dir: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace('state_dir = "state"', 'state_dir = "state"\nlog_json = true'), encoding="utf-8")
+    deliver(tmp_path / "maildir", next(scenario_dir.glob("01-*.eml")).read_bytes())
+    result = subprocess.run([sys.executable, "-m", "mailbot.cli", "run", "--once", "--config", str(config),
+                             "--now", "2021-04-13T02:00:00+08:00"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    opened = [e for e in events if "opened case" in e["message"]]
+    assert opened and opened[0]["message"].startswith("CAS-04027-B7D2Z5 ")
+    assert all({"time", "level", "message"} <= set(e) for e in events)

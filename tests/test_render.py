@@ -98,3 +98,18 @@ def test_rendered_values_never_inject_headers() -> None:
     evil = case("en", subject="hello\r\nBcc: everyone@example.org")
     out = outbound(environment(ROOT / "templates"), evil, send("reminder"), ME, NOW, True, 3)
     assert "\r" not in out.subject and "\n" not in out.subject
+
+
+@pytest.mark.parametrize(
+    ("text", "lines", "truncated"),
+    [
+        ("杨先生，您好：\n\n请上传日志。\n谢谢\nLi Qi", ["请上传日志。"], False),
+        ("Dear Mr Yang,\nPlease send the dump.\nBest regards,", ["Please send the dump."], False),
+        ("\n".join(f"step {i}" for i in range(12)), [f"step {i}" for i in range(10)], True),
+        ("", [], False),
+    ],
+)
+def test_the_quote_of_the_last_request_keeps_the_substance(text: str, lines: list[str], truncated: bool) -> None:
+    from mailbot.render import quote_lines
+
+    assert quote_lines(text, "Li Qi") == (lines, truncated)

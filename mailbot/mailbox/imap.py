@@ -38,6 +38,7 @@ from imapclient.exceptions import (
 
 from mailbot.config import MailboxSettings
 from mailbot.mailbox.base import FetchedMail
+from mailbot.storage import StoreWriteError
 
 log = logging.getLogger("mailbot.imap")
 
@@ -407,7 +408,7 @@ class ImapMailbox:
                 client = self._ensure(link)
                 try:
                     return fn(client, attempt == 1)
-                except ImapError:
+                except (ImapError, StoreWriteError):  # a full disk while saving the checkpoint is not the link
                     raise
                 except _LINK_ERRORS as e:
                     link.drop()
