@@ -244,3 +244,12 @@ def test_logs_are_one_line_per_event_with_the_case_key_and_optionally_json(tmp_p
     opened = [e for e in events if "opened case" in e["message"]]
     assert opened and opened[0]["message"].startswith("CAS-04027-B7D2Z5 ")
     assert all({"time", "level", "message"} <= set(e) for e in events)
+
+
+def test_tables_align_chinese_text_by_display_width(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.cells import cell_len
+
+    code, out, _ = run(capsys, "cases", "--config", str(with_case))
+    table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
+    assert any("某单位终端频繁蓝屏" in line for line in table)
+    assert len({cell_len(line) for line in table}) == 1  # every row as wide as the frame
