@@ -220,3 +220,26 @@ def test_other_findings(relative: str, from_name: str, text_start: str) -> None:
     assert m.from_name == from_name
     assert m.new_text.startswith(text_start)
     assert "\ufffd" not in m.new_text[:200]
+
+
+@needs_corpus
+def test_explain_reads_every_corpus_file_without_a_traceback(tmp_path: Path) -> None:
+    """`mailbot explain FILE --json` on every file: exit 0, JSON out, a case key or null, never a traceback."""
+    import json
+    import subprocess
+    import sys
+
+    from mailbot.cli import main
+
+    config = tmp_path / "config.toml"
+    config.write_text('[bot]\nstate_dir = "state"\n', encoding="utf-8")
+    for path in FILES:
+        code = main(["explain", str(path), "--json", "--config", str(config)])
+        assert code == 0, path
+    # And once as a user runs it, for one file per category.
+    for path in {p.parent: p for p in FILES}.values():
+        result = subprocess.run([sys.executable, "-m", "mailbot.cli", "explain", str(path), "--json", "--config",
+                                 str(config)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, path
+        data = json.loads(result.stdout)
+        assert "case_key" in data and ("quarantine" in data or data["message_id"])
