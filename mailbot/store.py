@@ -15,7 +15,7 @@ never edited in place):
                                   "sent" or "failed" in place — so each step of sending a mail is a commit
                                   of one small file, atomic without the journal
     <root>/pending_index.json     which ledger shards hold pending mail
-    <root>/sends/NNNN.json        recent send times per recipient (the daily cap), 256 shards
+    <root>/sends/NNNN.json        recent send times per recipient (the daily cap), 16 shards
     <root>/unmatched/NNNN.json    unmatched mail, 256 shards
     <root>/quarantine.json, checkpoints.json
     <root>/journal.json           only during a commit (see below)
@@ -70,8 +70,8 @@ from mailbot.storage import (
 __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
 _TABLE = "_default"
-LAYOUT_VERSION = 2
-SHARDS = {"active": 4096, "due": 16, "closed": 4096, "ledger": 4096, "sends": 256, "unmatched": 256}
+LAYOUT_VERSION = 3  # 2: an interim layout with a separate pending/ table (never released)
+SHARDS = {"active": 4096, "due": 16, "closed": 4096, "ledger": 4096, "sends": 16, "unmatched": 256}
 # Bytes of JSON each table may keep cached (clean shards only; least recently used go first).
 _CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "ledger": 8 << 20, "sends": 2 << 20,
                 "unmatched": 2 << 20, "quarantine": 1 << 30, "pending_index": 1 << 30}

@@ -1,0 +1,85 @@
+"""Ingest throughput: `Service.run_once` over a Maildir into a fresh on-disk store, against mail-parser alone on
+the same files in the same run. Target (issue 7): ingest total time ≤ 1.5 × mail-parser's time.
+
+    .venv/bin/python bench/ingest.py [--messages 2000] [--threads 400] [--seed 7] [--repeat 3] [--json]
+                                     [--profile FILE.prof]
+
+With --repeat N both are measured N times (mail-parser, then a fresh ingest) and the best of each is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import copy_maildir, emit, generate, last_date, time_mailparser, timed_ingest, write_maildir  # noqa: E402
+
+TARGET = 1.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", type=Path, help="write a cProfile of the (last) ingest here")
+    args = ap.parse_args(argv)
+
+    mails = generate(args.messages, args.threads, args.seed)
+    now = last_date(mails) + timedelta(minutes=10)
+    raws = [m.raw for m in mails]
+    with tempfile.TemporaryDirectory(prefix="mailbot-bench-") as tmp:
+        base = Path(tmp)
+        write_maildir(base / "source", mails)
+        time_mailparser(raws[:50])  # warm-up: imports, codec lookups
+        parse_times, ingest_times = [], []
+        report = None
+        for i in range(args.repeat):
+            gc.collect()
+            parse_times.append(time_mailparser(raws))
+            work = base / f"run{i}"
+            copy_maildir(base / "source", work / "maildir")
+            gc.collect()
+            profiler = cProfile.Profile() if args.profile and i == args.repeat - 1 else None
+            if profiler:
+                profiler.enable()
+            seconds, report, store = timed_ingest(work, now)
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            ingest_times.append(seconds)
+            store_bytes = sum(p.stat().st_size for p in (work / "state" / "store").rglob("*") if p.is_file())
+            store_files = sum(1 for p in (work / "state" / "store").rglob("*.json"))
+        assert report is not None
+    parse_s, ingest_s = min(parse_times), min(ingest_times)
+    n = len(mails)
+    ratio = ingest_s / parse_s
+    data = {
+        "messages": n, "threads": args.threads, "mean_size_kb": round(sum(map(len, raws)) / n / 1024, 1),
+        "mailparser_s": round(parse_s, 3), "mailparser_msg_s": round(n / parse_s),
+        "ingest_s": round(ingest_s, 3), "ingest_msg_s": round(n / ingest_s),
+        "ratio": round(ratio, 2), "target_ratio": TARGET, "ok": ratio <= TARGET,
+        "report": report.as_dict(), "store_files": store_files, "store_mb": round(store_bytes / 2**20, 1),
+        "all_mailparser_s": [round(x, 3) for x in parse_times], "all_ingest_s": [round(x, 3) for x in ingest_times],
+    }
+    emit(f"ingest: {n} messages in {args.threads} threads ({data['mean_size_kb']} KB mean), best of {args.repeat}", [
+        ("mail-parser alone", f"{parse_s:.2f} s  {n / parse_s:,.0f} msg/s"),
+        ("full ingest (run_once)", f"{ingest_s:.2f} s  {n / ingest_s:,.0f} msg/s"),
+        ("ratio ingest/parse", f"{ratio:.2f}  (target ≤ {TARGET}: {'OK' if ratio <= TARGET else 'MISSED'})"),
+        ("cycle", ", ".join(f"{k} {v}" for k, v in report.as_dict().items() if v)),
+        ("store after", f"{store_files} files, {store_bytes / 2**20:.1f} MB"),
+    ], args.json, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
