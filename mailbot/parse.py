@@ -57,12 +57,15 @@ def _header_text(value: Header) -> str:
     return "".join(out)
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _unraw(value: str | Header | None, hint: str | None = None) -> str:
     """Raw 8-bit header bytes (kept as surrogates by the stdlib) → text; encoded words left alone."""
     if value is None:
         return ""
     value = _header_text(value) if isinstance(value, Header) else str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
+    if not value.isascii() and _SURROGATE.search(value):
         value = charsets.decode_8bit(value.encode("utf-8", "surrogateescape"), hint)
     return value
 

@@ -39,8 +39,9 @@ from mailbot.transport import PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger("mailbot")
 
-BATCH = 200  # mails per store commit: one write per touched file per batch
-RETRY_MINUTES = (1, 5, 15, 60, 180, 360)  # temporary SMTP failures: back off, never give up silently
+BATCH = 500  # mails per store commit: one write per touched file per batch
+RETRY_MINUTES = (1, 5, 15, 60, 180, 360)
+SEND_COMMIT_EVERY = 25  # sent mails marked per store commit (the accepted log covers the window)  # temporary SMTP failures: back off, never give up silently
 
 
 class SentFolder(Protocol):
@@ -206,7 +207,8 @@ class Service:
         before = case.status
         case = record_inbound(case, mail, role, kind, customers, tokens, now,
                               found.rule.value if found.rule else "")
-        case = case.with_(language=language_of([e.subject + "\n" + e.text for e in case.timeline
+        # The thread's recent human mail decides; the whole history would be re-read on every mail.
+        case = case.with_(language=language_of([e.subject + "\n" + e.text for e in case.timeline[-12:]
                                                 if e.role in (Role.ENGINEER, Role.CUSTOMER)]))
         sends: list[SendMail] = []
         if commands:
@@ -356,10 +358,26 @@ class Service:
         """Send what is recorded and not yet confirmed; after a crash, first ask whether it went out."""
         report = report or CycleReport()
         with self.lock:
+            todo = []
             for entry in self.store.outbox_pending():
                 if entry.get("next_try") and entry["next_try"] > now.isoformat():
                     continue
+                if self._already_out(entry):
+                    self.store.outbox_finish(entry["action_id"], "sent", sent=now.isoformat(),
+                                             resolved="found after restart")
+                    self._event(entry["case"], f"{entry['kind']} {entry['message_id']} was already sent")
+                    continue
+                # Marked as attempted before any is sent (one commit for the batch): after a crash, an
+                # attempted entry is looked up (accepted log, outbox folder, Sent folder) before a retry.
+                attempts = entry.get("attempts", 0) + 1
+                self.store.outbox_update(entry["action_id"], attempts=attempts)
+                todo.append({**entry, "attempts": attempts})
+            self.store.commit()
+            for n, entry in enumerate(todo, 1):
                 self._transmit(entry, now, report)
+                if n % SEND_COMMIT_EVERY == 0:
+                    self.store.commit()
+            self.store.commit()
 
     def _already_out(self, entry: dict[str, Any]) -> bool:
         mid = entry["message_id"]
@@ -383,20 +401,14 @@ class Service:
             log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
 
     def _transmit(self, entry: dict[str, Any], now: datetime, report: CycleReport) -> None:
+        """Send one recorded mail (already marked as attempted) and record the outcome (committed by the
+        caller, in batches)."""
         action_id = entry["action_id"]
         raw = entry["raw"].encode("ascii", "surrogateescape")
-        if self._already_out(entry):
-            self.store.outbox_finish(action_id, "sent", sent=now.isoformat(), resolved="found after restart")
-            self.store.commit()
-            self._event(entry["case"], f"{entry['kind']} {entry['message_id']} was already sent")
-            return
-        # Mark the attempt before trying, so that after a crash the Sent folder is consulted.
-        self.store.outbox_update(action_id, attempts=entry.get("attempts", 0) + 1)
-        self.store.commit()
         try:
             refused = self.transport.send(raw, entry["sender"], entry["recipients"], entry["message_id"])
         except TemporaryFailure as e:
-            attempts = entry.get("attempts", 0) + 1
+            attempts = entry["attempts"]
             wait = RETRY_MINUTES[min(attempts, len(RETRY_MINUTES)) - 1]
             self.store.outbox_update(action_id, attempts=attempts, last_error=str(e),
                                      next_try=(now + timedelta(minutes=wait)).isoformat())
@@ -417,7 +429,6 @@ class Service:
             except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
                 log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
         self.store.outbox_finish(action_id, "sent", sent=now.isoformat(), refused=sorted(refused or {}))
-        self.store.commit()
         report.sent += 1
         self._event(entry["case"], f"sent {entry['kind']} to {', '.join(entry['recipients'])}")
         if refused:

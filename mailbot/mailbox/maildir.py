@@ -60,7 +60,11 @@ class MaildirMailbox:
 
     def mark_processed(self, refs: list[str]) -> None:
         for ref in refs:
-            self._move(self.path / "new" / ref, self.path / "cur" / f"{ref}:2,S")
+            self._move(self.path / "new" / ref, self.path / "cur" / f"{ref}:2,S", sync=False)
+        # One directory sync for the batch: the case state is already saved, so a lost rename only means
+        # the mail is read again and recognised by its Message-ID.
+        if refs:
+            _fsync_dir(self.path / "cur")
 
     def quarantine(self, ref: str, reason: str) -> None:
         ensure_maildir(self.quarantine_path)
@@ -78,13 +82,18 @@ class MaildirMailbox:
         pass
 
     @staticmethod
-    def _move(src: Path, dst: Path) -> None:
+    def _move(src: Path, dst: Path, sync: bool = True) -> None:
         try:
             os.replace(src, dst)
         except FileNotFoundError:
             return
-        fd = os.open(dst.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if sync:
+            _fsync_dir(dst.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
