@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailbot.models import ClosureFields
 
@@ -21,6 +22,7 @@ ALIASES: dict[str, str] = {
     "lang": "lang", "language": "lang", "语言": "lang", "語言": "lang",
     "status": "status", "状态": "status", "狀態": "status",
     "help": "help", "帮助": "help", "幫助": "help",
+    "timezone": "timezone", "tz": "timezone", "时区": "timezone", "時區": "timezone",
 }
 
 HELP = {
@@ -33,6 +35,7 @@ HELP = {
         "#called — log a phone call attempt (reminders may then say we could not reach the customer)",
         "#reopen — reopen a closed case",
         "#lang en | zh-CN — language of the mail to the customer",
+        "#timezone Europe/Berlin — count business days and hours in the customer's time zone",
         "#status — reply with the case card",
         "#help — this list",
     ],
@@ -45,6 +48,7 @@ HELP = {
         "#已致电 — 记录一次电话联系（此后提醒中可说明电话未能联系上客户）",
         "#重开 — 重新打开已关闭的案例",
         "#语言 en | zh-CN — 发给客户的邮件语言",
+        "#时区 Europe/Berlin — 按客户所在时区计算工作日和工作时间",
         "#状态 — 回复案例卡片",
         "#帮助 — 本列表",
     ],
@@ -90,7 +94,17 @@ def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
         return Command(name, raw, args, error="expected '#waiting customer', 'engineer' or 'vendor'")
     if name == "lang" and (len(args) != 1 or args[0].lower() not in ("en", "zh-cn", "zh")):
         return Command(name, raw, args, error="expected '#lang en' or '#lang zh-CN'")
+    if name == "timezone" and (len(args) != 1 or not _is_zone(args[0])):
+        return Command(name, raw, args, error="expected an IANA time zone, e.g. '#timezone Europe/Berlin'")
     return Command(name, raw, args)
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return "/" in name or name == "UTC"
 
 
 def _value(line: str) -> str:

@@ -6,8 +6,9 @@ service carries them out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 from mailbot.calendar import BusinessCalendar
 from mailbot.cases import last_reminder_at, reminders_in_cycle
@@ -103,6 +104,13 @@ def authentication_failed(mail: InboundMail, trusted: tuple[str, ...]) -> str | 
 # --- reminders and closure ------------------------------------------------------------------------
 
 
+def calendar_for(case: Case | None, policy: Policy) -> BusinessCalendar:
+    """Business days and hours in the case's timezone (default: the bot's)."""
+    if case is None or not case.timezone or case.timezone == policy.calendar.zone.key:
+        return policy.calendar
+    return replace(policy.calendar, zone=ZoneInfo(case.timezone))
+
+
 def live_customers(case: Case) -> tuple[str, ...]:
     return tuple(c for c in case.customers if c not in case.failed_addresses)
 
@@ -117,7 +125,7 @@ def plan_next(case: Case, policy: Policy) -> NextAction | None:
         or not live_customers(case)
     ):
         return None
-    cal = policy.calendar
+    cal = calendar_for(case, policy)
     sent = reminders_in_cycle(case)
     previous = last_reminder_at(case)
     if sent < f.max_reminders:
@@ -183,8 +191,7 @@ def due_now(case: Case, now: datetime, policy: Policy) -> list[SendMail]:
 # --- engineer commands -----------------------------------------------------------------------------
 
 
-def _local_opening(day: date, policy: Policy) -> datetime:
-    cal = policy.calendar
+def _local_opening(day: date, cal: BusinessCalendar) -> datetime:
     return cal.into_working_hours(datetime.combine(day, time(0, 0), tzinfo=cal.zone))
 
 
@@ -263,12 +270,12 @@ def _apply_one(
         send = closure(case, policy, command.closure, f"cmd/{mail.message_id}")
         return case.with_(closure=command.closure), True, "closure summary sent, case closed", [send]
     if name == "snooze":
-        cal = policy.calendar
+        cal = calendar_for(case, policy)
         if command.snooze_days is not None:
             until = cal.add_business_days(now, command.snooze_days)
         else:
             assert command.snooze_until is not None
-            until = _local_opening(command.snooze_until, policy)
+            until = _local_opening(command.snooze_until, cal)
         if until <= now:
             return case, False, "that date is in the past", []
         shown = until.astimezone(cal.zone).strftime("%Y-%m-%d %H:%M")
@@ -299,11 +306,14 @@ def _apply_one(
         return case.with_(language_override=lang), True, f"language set to {lang}", []
     if name == "status":
         return case, True, "case card below", []
+    if name == "timezone":
+        zone = command.args[0]
+        return case.with_(timezone=zone), True, f"business days and hours now counted in {zone}", []
     return case, False, f"unknown command {command.raw}", []
 
 
 def status_card(case: Case, policy: Policy) -> tuple[str, ...]:
-    zone = policy.calendar.zone
+    zone = calendar_for(case, policy).zone
     nxt = plan_next(case, policy)
     return (
         f"case: {case.key} — {case.title}",

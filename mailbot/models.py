@@ -142,6 +142,7 @@ class Case:
     followup_enabled: bool = True
     snoozed_until: datetime | None = None
     phone_call_logged: bool = False
+    timezone: str | None = None  # the customer's IANA zone when not the bot's (`#timezone`)
     failed_addresses: tuple[str, ...] = ()
     closure: ClosureFields | None = None
     notes: tuple[str, ...] = ()

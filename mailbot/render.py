@@ -88,6 +88,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
     engineer = case.engineers[0] if case.engineers else ""
     receipt = send.receipt
     closure = send.closure or case.closure
+    zone = ZoneInfo(case.timezone) if case.timezone else me.zone  # dates as the customer reads them
     request = last_request(case)
     quote, truncated = quote_lines(request, case.name_of(engineer))
     return {
@@ -101,7 +102,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
             engineers=list(case.engineers),
             tracking_tokens=list(case.tracking_tokens),
             reminders_sent=case.reminders_sent,
-            opened=_local(case.opened, me.zone),
+            opened=_local(case.opened, zone),
         ),
         "customer_name": case.name_of(first_customer),
         "engineer_name": case.name_of(engineer),
@@ -120,7 +121,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
         ),
         "timeline": [
             SimpleNamespace(
-                date=_local(e.date, me.zone), role=e.role.value, kind=e.kind.value,
+                date=_local(e.date, zone), role=e.role.value, kind=e.kind.value,
                 direction=e.direction, sender=e.from_addr, text=_one_line(e.text),
             )
             for e in case.timeline
@@ -132,7 +133,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
             message=receipt.message if receipt else "",
             details=list(receipt.details) if receipt else [],
         ),
-        "now": _local(now, me.zone, "%Y-%m-%d"),
+        "now": _local(now, zone, "%Y-%m-%d"),
     }
 
 

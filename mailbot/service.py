@@ -22,6 +22,7 @@ from mailbot.decide import (
     Receipt,
     SendMail,
     apply_commands,
+    calendar_for,
     due_now,
     plan_next,
     reason_not_to_answer,
@@ -250,7 +251,7 @@ class Service:
         back = return_date(mail.new_text, mail_date(mail, now).astimezone(self.settings.bot.zone).date())
         if back is None:
             return case
-        cal = self.policy.calendar
+        cal = calendar_for(case, self.policy)
         opening = datetime.combine(cal.next_workday(back), time(0, 0), tzinfo=cal.zone)
         until = cal.into_working_hours(opening)
         self._event(case.key, f"out-of-office until {back}: reminders held until {until.astimezone(cal.zone):%Y-%m-%d %H:%M}")
@@ -345,7 +346,7 @@ class Service:
     def _silent_days(self, case: Case, now: datetime) -> int:
         if case.last_engineer_mail is None:
             return 0
-        cal = self.policy.calendar
+        cal = calendar_for(case, self.policy)
         day = case.last_engineer_mail.astimezone(cal.zone).date()
         end = now.astimezone(cal.zone).date()
         n = 0

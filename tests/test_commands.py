@@ -33,7 +33,8 @@ def test_every_spelling(line: str, name: str) -> None:
 
 def test_every_alias_is_a_known_command_and_has_help() -> None:
     names = set(ALIASES.values())
-    assert names == {"close", "snooze", "followup", "remind", "waiting", "called", "reopen", "lang", "status", "help"}
+    assert names == {"close", "snooze", "followup", "remind", "waiting", "called", "reopen", "lang", "status", "help",
+                     "timezone"}
     for lang in ("en", "zh-CN"):
         assert len(HELP[lang]) == len(names)
 

@@ -262,3 +262,14 @@ def test_credentials_are_masked_in_store_logs_and_outbox(bot: Bot, caplog: pytes
         assert "Xk93-fake-Pw77" not in blob and "Hunter2-secret" not in blob
     body = bot.sent(CUSTOMER)[0].get_body(("plain",)).get_content()
     assert "password: ******" in body
+
+
+def test_timezone_moves_business_hours_to_the_customer(bot: Bot) -> None:
+    command(bot, "#timezone Europe/Berlin")
+    case = bot.case()
+    assert case.timezone == "Europe/Berlin"
+    # The engineer's mail: Mon 12 Apr 19:52 in Berlin (after closing) → counted from Tue 13 → Fri 16 09:00 Berlin.
+    assert case.next_action.due == datetime(2021, 4, 16, 7, 0, tzinfo=UTC)
+    command(bot, "#时区 Mars/Olympus", when="2021-04-14T11:00+08:00")
+    assert "IANA time zone" in bot.sent(ENGINEER)[-1].get_body(("plain",)).get_content()
+    assert bot.case().timezone == "Europe/Berlin"
