@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
@@ -498,5 +497,3 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
         "is_bounce": Flag.BOUNCE in mail.flags,
     }
 
-
-Clock = Callable[[], datetime]
