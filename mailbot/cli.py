@@ -293,7 +293,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                         send.reminder_number, send.closure, send.default_closure, send.receipt)
     try:
         out = outbound(service.env, case, send, service.me, now, settings.smtp.show_engineer_name,
-                       service._silent_days(case, now))
+                       service.silent_business_days(case, now))
     except TemplateProblem as e:
         raise RuntimeProblem(str(e)) from None
     if args.json:

@@ -315,7 +315,7 @@ class Service:
                 return
             try:
                 out = outbound(self.env, case, send, self.me, now, self.settings.smtp.show_engineer_name,
-                               self._silent_days(case, now))
+                               self.silent_business_days(case, now))
             except TemplateProblem as e:
                 report.failed += 1
                 self._event(case.key, f"{send.kind.value} not sent: {e}", level=logging.ERROR)
@@ -342,7 +342,7 @@ class Service:
         if existing is None:
             self._event(case.key, f"{send.kind.value} recorded for {', '.join(send.to)} ({send.action_id})")
 
-    def _silent_days(self, case: Case, now: datetime) -> int:
+    def silent_business_days(self, case: Case, now: datetime) -> int:
         if case.last_engineer_mail is None:
             return 0
         cal = calendar_for(case, self.policy)
