@@ -38,11 +38,17 @@ def service(settings, transport, sent_folder=None) -> Service:
                    transport, make_calendar(settings), sent_folder=sent_folder)
 
 
-def test_reminders_arrive_at_a_real_smtp_server_on_business_days(make_settings, scenario_dir, smtp_server) -> None:
+@pytest.fixture
+def smtp_bot(make_settings, scenario_dir, smtp_server) -> tuple:
+    """The bot sending through the real aiosmtpd server, with the scenario's first mail waiting."""
     settings = make_settings(smtp={"kind": "smtp", "host": smtp_server.host, "port": smtp_server.port,
                                    "security": "none", "username": ""})
     deliver(settings.mailbox.path, first_mail(scenario_dir))
-    bot = service(settings, SmtpTransport(settings.smtp, None))
+    return settings, service(settings, SmtpTransport(settings.smtp, None))
+
+
+def test_reminders_arrive_at_a_real_smtp_server_on_business_days(smtp_bot, smtp_server) -> None:
+    settings, bot = smtp_bot
     for when in ("2021-04-13T02:00+08:00", "2021-04-15T17:00+08:00"):
         bot.run_once(at(when))
     assert smtp_server.messages == []
@@ -58,12 +64,8 @@ def test_reminders_arrive_at_a_real_smtp_server_on_business_days(make_settings, 
     assert bot.store.get_case(KEY).status == CaseStatus.CLOSED
 
 
-def test_temporary_smtp_failures_are_retried_later_and_nothing_is_lost(make_settings, scenario_dir,
-                                                                      smtp_server) -> None:
-    settings = make_settings(smtp={"kind": "smtp", "host": smtp_server.host, "port": smtp_server.port,
-                                   "security": "none", "username": ""})
-    deliver(settings.mailbox.path, first_mail(scenario_dir))
-    bot = service(settings, SmtpTransport(settings.smtp, None))
+def test_temporary_smtp_failures_are_retried_later_and_nothing_is_lost(smtp_bot, smtp_server) -> None:
+    settings, bot = smtp_bot
     bot.run_once(at("2021-04-13T02:00+08:00"))
     smtp_server.fail_next(451, n=1)
     report = bot.run_once(at("2021-04-16T09:00+08:00"))
@@ -79,12 +81,8 @@ def test_temporary_smtp_failures_are_retried_later_and_nothing_is_lost(make_sett
     assert bot.store.outbox_pending() == []
 
 
-def test_a_permanent_failure_stops_reminders_to_that_address_and_tells_the_engineer(make_settings, scenario_dir,
-                                                                                    smtp_server) -> None:
-    settings = make_settings(smtp={"kind": "smtp", "host": smtp_server.host, "port": smtp_server.port,
-                                   "security": "none", "username": ""})
-    deliver(settings.mailbox.path, first_mail(scenario_dir))
-    bot = service(settings, SmtpTransport(settings.smtp, None))
+def test_a_permanent_failure_stops_reminders_to_that_address_and_tells_the_engineer(smtp_bot, smtp_server) -> None:
+    settings, bot = smtp_bot
     bot.run_once(at("2021-04-13T02:00+08:00"))
     smtp_server.refuse("yang@customer.example", 550)
     bot.run_once(at("2021-04-16T09:00+08:00"))
