@@ -6,6 +6,7 @@ service carries them out.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
@@ -232,7 +233,7 @@ def apply_commands(
     results: list[tuple[bool, str]] = []
     for command in commands:
         case, ok, message, extra = _apply_one(case, command, mail, now, policy, language)
-        results.append((ok, f"{command.raw}: {message}"))
+        results.append((ok, f"{command.raw}: {localize(message, ok, language)}"))
         sends.extend(extra)
     ok = all(r[0] for r in results)
     details = tuple(r[1] for r in results)
@@ -249,6 +250,42 @@ def apply_commands(
 
 
 _VERDICT = {False: {True: "done", False: "not done"}, True: {True: "已完成", False: "未执行"}}
+
+# Receipts speak the case's language. A refusal keeps the English original beside the Chinese, so that
+# the exact reason (a date, a command as written) is never lost in translation.
+_ZH = [(re.compile(p), r) for p, r in (
+    (r"^the commands are listed below$", "指令列表如下"),
+    (r"^no case found.*$", "没有找到案例：请在标题中写上案例号，或在案例邮件的线程中回复"),
+    (r"^the case is already closed.*$", "案例已经关闭（如需重开请先发送 #reopen）"),
+    (r"^closed; no customer address.*$", "案例已关闭；没有可以发送结案总结的客户地址"),
+    (r"^closure summary sent, case closed$", "结案总结已发送，案例已关闭"),
+    (r"^that date is in the past$", "该日期已经过去"),
+    (r"^reminders held until (.*)$", r"提醒暂停至 \1"),
+    (r"^reminders resumed$", "提醒已恢复"),
+    (r"^reminders stopped$", "提醒已停止"),
+    (r"^the case is not waiting on a customer.*$", "案例当前不在等待客户，或没有可以联系的客户地址"),
+    (r"^reminder (\d+) sent$", r"第 \1 封提醒已发送"),
+    (r"^status set to (.*)$", r"状态已设为 \1"),
+    (r"^phone call attempt logged$", "已记录一次电话联系"),
+    (r"^the case is not closed$", "案例并未关闭"),
+    (r"^case reopened$", "案例已重新打开"),
+    (r"^language set to (.*)$", r"语言已设为 \1"),
+    (r"^case card below$", "案例信息如下"),
+    (r"^business days and hours now counted in (.*)$", r"工作日和工作时间现按 \1 计算"),
+    (r"^unknown command.*$", "未知指令"),
+    (r"^bad date.*$", "日期无效"),
+    (r"^expected.*$", "格式不对"),
+)]
+
+
+def localize(message: str, ok: bool, language: str) -> str:
+    if language != "zh-CN":
+        return message
+    for pattern, replacement in _ZH:
+        if pattern.match(message):
+            chinese = pattern.sub(replacement, message)
+            return chinese if ok else f"{chinese}（{message}）"
+    return message
 
 
 def _apply_one(

@@ -273,3 +273,13 @@ def test_timezone_moves_business_hours_to_the_customer(bot: Bot) -> None:
     command(bot, "#时区 Mars/Olympus", when="2021-04-14T11:00+08:00")
     assert "IANA time zone" in bot.sent(ENGINEER)[-1].get_body(("plain",)).get_content()
     assert bot.case().timezone == "Europe/Berlin"
+
+
+def test_receipts_speak_the_case_language_and_keep_the_exact_reason(bot: Bot) -> None:
+    command(bot, "#snooze until 2021-13-45")
+    body = bot.sent(ENGINEER)[-1].get_body(("plain",)).get_content()
+    assert "日期无效" in body and "bad date '2021-13-45'" in body
+    command(bot, "#lang en", when="2021-04-14T11:00+08:00")
+    command(bot, "#called", when="2021-04-14T12:00+08:00")
+    body = bot.sent(ENGINEER)[-1].get_body(("plain",)).get_content()
+    assert "phone call attempt logged" in body
