@@ -197,6 +197,9 @@ def cmd_cases(args: argparse.Namespace) -> int:
         unmatched = store.unmatched()
         if unmatched and not args.status:
             views.print_unmatched(unmatched, settings.bot.zone)
+        quarantined = store.quarantined()
+        if quarantined and not args.status:
+            views.print_quarantined(quarantined, settings.bot.zone)
     return 0
 
 

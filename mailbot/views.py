@@ -87,6 +87,16 @@ def print_unmatched(records: list[dict[str, Any]], zone: ZoneInfo) -> None:
     console().print(table)
 
 
+def print_quarantined(records: list[dict[str, Any]], zone: ZoneInfo) -> None:
+    table = Table(title=f"{len(records)} quarantined messages (`mailbot requeue` takes them again)",
+                  title_justify="left")
+    for col in ("when", "message", "why"):
+        table.add_column(col, overflow="fold")
+    for r in sorted(records, key=lambda r: r.get("at", ""))[-50:]:
+        table.add_row(_local(datetime.fromisoformat(r["at"]), zone) if r.get("at") else "-", r["ref"], r["reason"])
+    console().print(table)
+
+
 def print_case(case: Case, zone: ZoneInfo) -> None:
     out = console()
     out.print(f"[bold]{case.key}[/bold]  {case.title}")

@@ -253,3 +253,18 @@ def test_tables_align_chinese_text_by_display_width(with_case: Path, capsys: pyt
     table = [line for line in out.splitlines() if line[:1] in "┏┃┡│└"]
     assert any("某单位终端频繁蓝屏" in line for line in table)
     assert len({cell_len(line) for line in table}) == 1  # every row as wide as the frame
+
+
+def test_cases_lists_unmatched_and_quarantined_mail(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deliver(config.parent / "maildir", b"\r\n\r\n")
+    deliver(config.parent / "maildir", b"From: someone@else.example\r\nSubject: hello\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n")
+    code, _, _ = run(capsys, "run", "--once", "--config", str(config), "--now", "2021-04-13T02:00:00+08:00")
+    code, out, _ = run(capsys, "cases", "--config", str(config))
+    assert code == 0
+    assert "1 unmatched" in out and "no case key and no known thread" in out
+    assert "1 quarantined" in out and "empty message" in out
+    code, out, _ = run(capsys, "requeue", "--config", str(config))
+    assert code == 0 and "requeued 1 of 1" in out
+    assert len(list((config.parent / "maildir" / "new").iterdir())) == 1
+    code, out, _ = run(capsys, "cases", "--config", str(config))
+    assert "quarantined" not in out  # taken off the list; the next run decides again
