@@ -370,7 +370,7 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
     return_path = _raw(msg, "Return-Path")
     return InboundMail(
         message_id=message_id,
-        subject=subject,
+        subject=redact(subject),  # people paste passwords into subjects too; the case keeps what it shows
         from_addr=from_addr,
         from_name=from_name,
         to=tuple(a for _, a in _addresses(msg, "To", hint=hint)),

@@ -283,3 +283,9 @@ def test_receipts_speak_the_case_language_and_keep_the_exact_reason(bot: Bot) ->
     command(bot, "#called", when="2021-04-14T12:00+08:00")
     body = bot.sent(ENGINEER)[-1].get_body(("plain",)).get_content()
     assert "phone call attempt logged" in body
+
+
+def test_a_password_in_a_subject_is_masked_too(bot: Bot) -> None:
+    bot.receive(mail(CUSTOMER, ENGINEER, "done", "2021-04-14T10:00+08:00", cc=BOT,
+                     subject=f"RE: {SUBJECT} password: Hunter2-secret"), "2021-04-14T10:05+08:00")
+    assert "Hunter2-secret" not in repr(bot.case())
