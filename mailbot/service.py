@@ -464,12 +464,25 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
     """How the bot reads one message, without changing anything (for `mailbot explain`)."""
     if isinstance(mail, ParseFailure):
         return {"message_id": None, "subject": None, "from": None, "role": None, "flags": [],
-                "case_key": None, "matched_by": None, "commands": [], "quarantine": mail.reason}
+                "case_key": None, "matched_by": None, "commands": [], "quarantine": mail.reason,
+                "lands": f"quarantine: {mail.reason}"}
     s = service_like
     role = s.role(mail.from_addr)
     found = match(mail, s.settings.cases.patterns, s.settings.cases.tracking_token, s.index)
     commands = find_commands(mail.new_text)
+    # The same decisions `apply` takes, in words (with the store as it is now).
+    if s.store.seen(mail.message_id) is not None:
+        lands = "duplicate: this Message-ID is already recorded, the mail changes nothing"
+    elif found.key and s.store.get_case(found.key) is not None:
+        lands = f"threaded into the existing case {found.key}"
+    elif found.key and not mail.flags:
+        lands = f"opens the new case {found.key}"
+    elif found.key:
+        lands = "unmatched: automatic mail for an unknown case"
+    else:
+        lands = "unmatched: no case key and no known thread (listed by `mailbot cases`)"
     return {
+        "lands": lands,
         "message_id": mail.message_id,
         "message_id_synthesized": mail.message_id_synthesized,
         "subject": mail.subject,

@@ -135,7 +135,7 @@ def print_plan(rows: list[dict[str, Any]]) -> None:
 def print_explain(d: dict[str, Any]) -> None:
     out = console()
     if d.get("quarantine"):
-        out.print(f"quarantine: {d['quarantine']}", markup=False)
+        out.print(f"lands in     quarantine: {d['quarantine']}", markup=False)
         return
     lines = [
         ("message-id", d["message_id"] + (" (synthesized: the mail has none)" if d["message_id_synthesized"] else "")),
@@ -154,6 +154,7 @@ def print_explain(d: dict[str, Any]) -> None:
     lines.append(("commands", "; ".join(c["raw"] + (f" → {c['error']}" if c["error"] else "") for c in d["commands"])
                   or "none"))
     lines.append(("answerable", "yes" if d["would_answer"] else f"no: {d['not_answered_because']}"))
+    lines.append(("lands in", d["lands"]))
     for a in d["attachments"]:
         lines.append(("attachment", f"{a['name']} ({a['type']}, {a['size']} bytes)"))
     for label, value in lines:

@@ -103,6 +103,7 @@ def test_explain_says_why(config: Path, scenario_dir: Path, capsys: pytest.Captu
     assert data["case_key"] == "CAS-04027-B7D2Z5" and data["matched_by"] == "subject"
     assert data["flags"] == ["auto_reply"] and data["role"] == "customer"
     assert data["commands"] == []
+    assert data["lands"] == "unmatched: automatic mail for an unknown case"  # the store is empty
     code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob("04-*.eml"))), "--json", "--config", str(config))
     assert [c["command"] for c in json.loads(out)["commands"]] == ["close"]
 
@@ -268,3 +269,17 @@ def test_cases_lists_unmatched_and_quarantined_mail(config: Path, capsys: pytest
     assert len(list((config.parent / "maildir" / "new").iterdir())) == 1
     code, out, _ = run(capsys, "cases", "--config", str(config))
     assert "quarantined" not in out  # taken off the list; the next run decides again
+
+
+def test_explain_says_where_a_mail_would_land_given_the_store(with_case: Path, scenario_dir: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def lands(name: str) -> str:
+        code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob(f"{name}-*.eml"))), "--json",
+                           "--config", str(with_case))
+        assert code == 0
+        return json.loads(out)["lands"]
+
+    assert lands("01").startswith("duplicate")
+    assert lands("03") == "threaded into the existing case CAS-04027-B7D2Z5"
+    code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob("03-*.eml"))), "--config", str(with_case))
+    assert "lands in" in out and "threaded into the existing case" in out
