@@ -140,6 +140,17 @@ def plan_next(case: Case, policy: Policy) -> NextAction | None:
     return NextAction(kind, due)
 
 
+def replan_from(case: Case, now: datetime, policy: Policy) -> Case | None:
+    """For imported history: a follow-up that fell due in the past is not sent; it starts counting again
+    from `now`. Returns the re-planned case, or None when nothing was overdue."""
+    action = plan_next(case, policy)
+    if case.status != CaseStatus.WAITING_CUSTOMER or action is None or action.due > now:
+        return None
+    hold = calendar_for(case, policy).add_business_days(now, policy.followup.first_after_business_days)
+    held = case.with_(snoozed_until=hold)
+    return held.with_(next_action=plan_next(held, policy))
+
+
 def _recipients(case: Case, policy: Policy) -> tuple[tuple[str, ...], tuple[str, ...]]:
     to = live_customers(case)
     cc = tuple(e for e in case.engineers if e not in to) if policy.cc_engineers else ()

@@ -15,10 +15,9 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mailbot.config import Settings
-from mailbot.decide import plan_next
+from mailbot.decide import replan_from
 from mailbot.mailbox.base import FetchedMail
 from mailbot.mailbox.memory import MemoryMailbox
-from mailbot.models import CaseStatus
 from mailbot.service import CycleReport
 from mailbot.store import Store
 
@@ -109,14 +108,10 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
 
 
 def _plan_from_now(service: Any, store: Store, now: datetime) -> int:
-    """Follow-ups that fell due in the past are not sent: they start counting again from the import."""
     n = 0
-    policy = service.policy
     for case in list(store.active_cases()):
-        action = plan_next(case, policy)
-        if case.status == CaseStatus.WAITING_CUSTOMER and action is not None and action.due <= now:
-            hold = policy.calendar.add_business_days(now, policy.followup.first_after_business_days)
-            case = case.with_(snoozed_until=hold)
-            store.put_case(case.with_(next_action=plan_next(case, policy)))
+        replanned = replan_from(case, now, service.policy)
+        if replanned is not None:
+            store.put_case(replanned)
             n += 1
     return n

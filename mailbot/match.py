@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mailbot.models import CaseMatch, Flag, InboundMail, MatchRule
@@ -90,31 +90,26 @@ def match(
     index: Index,
 ) -> CaseMatch:
     """Rules in order; the first that finds a case wins, and the result says which rule it was."""
+    by_message, by_token = index.case_for_message, index.case_for_token
     key = find_key(mail.subject, patterns)
     if key:
         return CaseMatch(key, MatchRule.SUBJECT, key)
-    for tok in find_tokens(mail.subject, token):
-        found = index.case_for_token(tok)
-        if found:
-            return CaseMatch(found, MatchRule.TRACKING_TOKEN, tok)
-    for mid in mail.in_reply_to:
-        found = index.case_for_message(mid)
-        if found:
-            return CaseMatch(found, MatchRule.IN_REPLY_TO, mid)
-    for mid in reversed(mail.references):  # newest first (RFC 5322 §3.6.4 lists oldest first)
-        found = index.case_for_message(mid)
-        if found:
-            return CaseMatch(found, MatchRule.REFERENCES, mid)
+    rules: list[tuple[MatchRule, Callable[[str], str | None], Iterable[str]]] = [
+        (MatchRule.TRACKING_TOKEN, by_token, find_tokens(mail.subject, token)),
+        (MatchRule.IN_REPLY_TO, by_message, mail.in_reply_to),
+        # newest first (RFC 5322 §3.6.4 lists oldest first)
+        (MatchRule.REFERENCES, by_message, reversed(mail.references)),
+    ]
     if Flag.BOUNCE in mail.flags:
-        key = find_key(mail.bounced_subject, patterns)
-        if key:
-            return CaseMatch(key, MatchRule.BOUNCED_HEADERS, key)
-        for mid in mail.bounced_message_ids:
-            found = index.case_for_message(mid)
+        bounced_key = find_key(mail.bounced_subject, patterns)
+        rules += [
+            (MatchRule.BOUNCED_HEADERS, lambda k: k, [bounced_key] if bounced_key else []),
+            (MatchRule.BOUNCED_HEADERS, by_message, mail.bounced_message_ids),
+            (MatchRule.BOUNCED_HEADERS, by_token, find_tokens(mail.bounced_subject, token)),
+        ]
+    for rule, lookup, candidates in rules:
+        for candidate in candidates:
+            found = lookup(candidate)
             if found:
-                return CaseMatch(found, MatchRule.BOUNCED_HEADERS, mid)
-        for tok in find_tokens(mail.bounced_subject, token):
-            found = index.case_for_token(tok)
-            if found:
-                return CaseMatch(found, MatchRule.BOUNCED_HEADERS, tok)
+                return CaseMatch(found, rule, candidate)
     return CaseMatch(None, None)

@@ -11,6 +11,7 @@ from itertools import count
 from pathlib import Path
 
 from mailbot.mailbox.base import FetchedMail
+from mailbot.storage import fsync_dir
 
 _SEQ = count()
 
@@ -64,7 +65,7 @@ class MaildirMailbox:
         # One directory sync for the batch: the case state is already saved, so a lost rename only means
         # the mail is read again and recognised by its Message-ID.
         if refs:
-            _fsync_dir(self.path / "cur")
+            fsync_dir(self.path / "cur")
 
     def quarantine(self, ref: str, reason: str) -> None:
         ensure_maildir(self.quarantine_path)
@@ -88,12 +89,5 @@ class MaildirMailbox:
         except FileNotFoundError:
             return
         if sync:
-            _fsync_dir(dst.parent)
+            fsync_dir(dst.parent)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
