@@ -27,6 +27,7 @@ from generate import Mail, generate, last_date, write_maildir  # noqa: E402
 from mailbot.config import Settings, from_dict  # noqa: E402
 from mailbot.mailbox.maildir import MaildirMailbox  # noqa: E402
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, NextAction, Role, TimelineEntry  # noqa: E402
+from mailbot.parsers import make_parser  # noqa: E402
 from mailbot.service import CycleReport, Service, make_calendar  # noqa: E402
 from mailbot.store import Store  # noqa: E402
 from mailbot.transport import OutboxDirTransport  # noqa: E402
@@ -39,18 +40,20 @@ __all__ = ["Mail", "generate", "last_date", "write_maildir", "settings_for", "se
            "tree_size"]
 
 
-def settings_for(workdir: Path) -> Settings:
+def settings_for(workdir: Path, parse_workers: int = 0) -> Settings:
     return from_dict({
-        "bot": {"address": "casebot@support.example", "name": "casebot", "state_dir": "state"},
+        "bot": {"address": "casebot@support.example", "name": "casebot", "state_dir": "state",
+                "parse_workers": parse_workers},
         "engineers": {"domains": ["support.example"]},
         "mailbox": {"kind": "maildir", "path": "maildir"},
     }, workdir)
 
 
 def service_for(settings: Settings, store: Store, maildir: Path | None = None) -> Service:
+    """Wired as `mailbot run --once` wires it (cli.make_service), parse workers included."""
     outbox = settings.bot.state_dir / "outbox"
     return Service(settings, store, MaildirMailbox(maildir or settings.mailbox.path), OutboxDirTransport(outbox),
-                   make_calendar(settings))
+                   make_calendar(settings), parser=make_parser(settings.bot.parse_workers))
 
 
 def time_mailparser(raws: Iterable[bytes]) -> float:
@@ -136,14 +139,18 @@ def fill_store(store: Store, cases: Iterable[tuple[Case, list[str]]], chunk_shar
     return n
 
 
-def timed_ingest(workdir: Path, now: datetime, store_root: Path | None = None) -> tuple[float, CycleReport, Store]:
+def timed_ingest(workdir: Path, now: datetime, store_root: Path | None = None,
+                 parse_workers: int = 0) -> tuple[float, CycleReport, Store]:
     """One `run --once` over workdir/maildir into the store (workdir/state/store unless given), timed from
-    opening the store to the end of the cycle."""
-    settings = settings_for(workdir)
+    opening the store to the end of the cycle, the parse workers' start and shutdown included."""
+    settings = settings_for(workdir, parse_workers)
     start = time.perf_counter()
     store = Store(store_root or settings.bot.state_dir / "store")
     service = service_for(settings, store)
-    report = service.run_once(now)
+    try:
+        report = service.run_once(now)
+    finally:
+        service.close()
     return time.perf_counter() - start, report, store
 
 

@@ -141,11 +141,13 @@ def _secret(env_name: str) -> str | None:
 
 
 def make_service(settings: Settings, store: Any, mailbox: Any | None = None) -> Any:
+    from mailbot.parsers import make_parser
     from mailbot.service import Service
 
     mailbox = mailbox if mailbox is not None else make_mailbox(settings, store)
     sent_folder = mailbox if settings.mailbox.kind == "imap" else None
-    return Service(settings, store, mailbox, make_transport(settings), make_calendar(settings), sent_folder)
+    return Service(settings, store, mailbox, make_transport(settings), make_calendar(settings), sent_folder,
+                   parser=make_parser(settings.bot.parse_workers))
 
 
 def _print_json(data: Any) -> None:
@@ -161,19 +163,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     with writer_lock(settings):
         store = open_store(settings)
         service = make_service(settings, store)
-        warning = service.policy.calendar.coverage_warning(_now(args.now).astimezone(settings.bot.zone).date())
-        if warning:
-            logging.getLogger("mailbot").warning("- %s", warning)
-        if args.once:
-            report = service.run_once(_now(args.now))
-            if args.json:
-                _print_json(report.as_dict())
-            else:
-                print(_summary_line(report.as_dict()))
-            return 0
-        from mailbot.runner import run_forever
+        try:
+            warning = service.policy.calendar.coverage_warning(_now(args.now).astimezone(settings.bot.zone).date())
+            if warning:
+                logging.getLogger("mailbot").warning("- %s", warning)
+            if args.once:
+                report = service.run_once(_now(args.now))
+                if args.json:
+                    _print_json(report.as_dict())
+                else:
+                    print(_summary_line(report.as_dict()))
+                return 0
+            from mailbot.runner import run_forever
 
-        return run_forever(service, settings, fixed_now=_now(args.now) if args.now else None)
+            return run_forever(service, settings, fixed_now=_now(args.now) if args.now else None)
+        finally:
+            service.close()
 
 
 def _summary_line(r: dict[str, int]) -> str:

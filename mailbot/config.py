@@ -25,6 +25,7 @@ class BotSettings:
     state_dir: Path
     log_level: str
     log_json: bool
+    parse_workers: int
 
     @property
     def domain(self) -> str:
@@ -230,6 +231,7 @@ SCHEMA: _Schema = {
         "state_dir": ("state", _str),
         "log_level": ("INFO", _log_level),
         "log_json": (False, _bool),
+        "parse_workers": (0, _int_at_least(0)),
     },
     "engineers": {
         "addresses": ([], _addresses),

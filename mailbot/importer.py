@@ -82,8 +82,10 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
     with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), disable=as_json, transient=False) as progress:
         task = progress.add_task("import", total=len(mails), rate="")
-        for i, fetched in enumerate(mails, 1):
-            outcome = service.handle(fetched, now, report)
+        # Parsed on every core (mailbot.parsers) while this loop applies, oldest first.
+        parsed = service.parser.parse_all([m.raw for m in mails])
+        for i, (fetched, mail) in enumerate(zip(mails, parsed, strict=True), 1):
+            outcome = service.handle_parsed(fetched, mail, now, report)
             if outcome.startswith("quarantine:"):
                 store.add_quarantined({"ref": f"import:{fetched.ref}", "reason": outcome.split(":", 1)[1],
                                        "at": now.isoformat(), "size": len(fetched.raw)})
@@ -91,6 +93,7 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
                 store.commit()
             elapsed = max(time.monotonic() - started, 1e-6)
             progress.update(task, advance=1, rate=f"{i / elapsed:.0f} msg/s")
+    service.close()
     replanned = _plan_from_now(service, store, now)
     store.commit()
     summary: dict[str, Any] = {

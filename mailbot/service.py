@@ -31,6 +31,7 @@ from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parse import parse
+from mailbot.parsers import InlineParser, Parser
 from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
 from mailbot.roles import role_of
@@ -97,12 +98,14 @@ class Service:
         calendar: BusinessCalendar,
         sent_folder: SentFolder | None = None,
         env: jinja2.Environment | None = None,
+        parser: Parser | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.mailbox = mailbox
         self.transport = transport
         self.sent_folder = sent_folder
+        self.parser = parser or InlineParser()
         self.policy = make_policy(settings, calendar)
         self.env = env or environment(settings.templates_dir)
         self.me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone)
@@ -137,12 +140,17 @@ class Service:
             self.flush_outbox(now, report)
         return report
 
+    def close(self) -> None:
+        """Stop the parse workers, if any (the mailbox and transport belong to whoever made them)."""
+        self.parser.close()
+
     def _ingest_batch(self, batch: list[FetchedMail], now: datetime, report: CycleReport) -> None:
         processed: list[str] = []
         quarantined: list[tuple[str, str]] = []
-        for fetched in batch:
+        # Parsed ahead by the parser's workers (if it has any) while this loop applies, in mailbox order.
+        for fetched, mail in zip(batch, self.parser.parse_all([f.raw for f in batch]), strict=True):
             try:
-                outcome = self.handle(fetched, now, report)
+                outcome = self.handle_parsed(fetched, mail, now, report)
             except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
                 raise
             except Exception as e:  # a bug must not stop the bot or lose the mail: quarantine it
@@ -168,7 +176,11 @@ class Service:
 
     def handle(self, fetched: FetchedMail, now: datetime, report: CycleReport) -> str:
         """One mail through parse → match → apply → decide; returns "processed" or "quarantine:<reason>"."""
-        mail = parse(fetched.raw)
+        return self.handle_parsed(fetched, parse(fetched.raw), now, report)
+
+    def handle_parsed(self, fetched: FetchedMail, mail: InboundMail | ParseFailure, now: datetime,
+                      report: CycleReport) -> str:
+        """One parsed mail through match → apply → decide."""
         if isinstance(mail, ParseFailure):
             self._record_quarantine(fetched, mail.reason, now)
             report.quarantined += 1

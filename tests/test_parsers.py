@@ -1,0 +1,169 @@
+"""Parsing a batch on every core (mailbot.parsers): the same mails as in-process, in the same order, and
+nothing lost when a worker dies, when threads forbid forking, or when the bot itself is killed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import base_config
+
+from mailbot import parsers
+from mailbot.config import from_dict
+from mailbot.mailbox.maildir import MaildirMailbox, deliver
+from mailbot.models import InboundMail, ParseFailure
+from mailbot.parse import parse
+from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser, make_parser
+from mailbot.service import Service, make_calendar
+from mailbot.store import Store
+from mailbot.transport import MemoryTransport
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from generate import generate  # noqa: E402
+
+MAILS = generate(120, 30, seed=11)
+RAWS = [m.raw for m in MAILS]
+BROKEN = b"\x00\x01 no headers at all"
+
+
+@pytest.fixture
+def pool():
+    parser = PoolParser(2)
+    yield parser
+    parser.close()
+
+
+def workers_of_this_process() -> list[multiprocessing.process.BaseProcess]:
+    return multiprocessing.active_children()
+
+
+def test_a_batch_parsed_by_the_workers_equals_the_batch_parsed_here(pool: PoolParser) -> None:
+    raws = [*RAWS[:50], BROKEN, *RAWS[50:]]
+    results = list(pool.parse_all(raws))
+    assert pool.running
+    assert results == [parse(r) for r in raws]  # same mails, same order
+    assert isinstance(results[50], ParseFailure)
+
+
+def test_a_small_batch_stays_in_process(pool: PoolParser) -> None:
+    results = list(pool.parse_all(RAWS[: MIN_BATCH - 1]))
+    assert not pool.running and workers_of_this_process() == []
+    assert results == [parse(r) for r in RAWS[: MIN_BATCH - 1]]
+
+
+def test_a_worker_killed_mid_batch_loses_no_mail(pool: PoolParser, caplog: pytest.LogCaptureFixture) -> None:
+    results = pool.parse_all(RAWS)
+    first = next(results)
+    for worker in workers_of_this_process():
+        os.kill(worker.pid, signal.SIGKILL)
+    rest = list(results)
+    assert [first, *rest] == [parse(r) for r in RAWS]
+    assert "parse workers stopped" in caplog.text
+    # from then on the bot parses in its own process, and says so only once
+    caplog.clear()
+    assert list(pool.parse_all(RAWS)) == [parse(r) for r in RAWS]
+    assert not pool.running and "parse workers stopped" not in caplog.text
+
+
+def test_no_fork_while_another_thread_runs(pool: PoolParser) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        results = list(pool.parse_all(RAWS))
+    finally:
+        release.set()
+        other.join()
+    assert not pool.running and workers_of_this_process() == []
+    assert results == [parse(r) for r in RAWS]
+
+
+def test_a_bug_in_parse_quarantines_one_mail_not_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    def buggy(raw: bytes) -> InboundMail | ParseFailure:
+        if raw is RAWS[3]:
+            raise KeyError("boom")
+        return parse(raw)
+
+    monkeypatch.setattr(parsers, "parse", buggy)
+    results = list(InlineParser().parse_all(RAWS[:6]))
+    assert isinstance(results[3], ParseFailure) and "internal error while parsing: KeyError" in results[3].reason
+    assert all(isinstance(r, InboundMail) for i, r in enumerate(results) if i != 3)
+
+
+def test_parse_workers_setting() -> None:
+    assert isinstance(make_parser(1), InlineParser)
+    assert isinstance(make_parser(3), PoolParser) and make_parser(3).workers == 3
+    auto = make_parser(0)
+    assert auto.workers == min(parsers.cores(), parsers.MAX_WORKERS)
+
+
+_KILLED_BOT = """
+import sys, time
+sys.path.insert(0, {bench!r})
+from generate import generate
+from mailbot.parsers import PoolParser
+pool = PoolParser(2)
+list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
+import multiprocessing
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_killed_bot() -> None:
+    # They hold copies of the bot's files, its writer lock among them: a survivor would block the restart.
+    bot = subprocess.Popen([sys.executable, "-c", _KILLED_BOT.format(bench=str(ROOT / "bench"))],
+                           stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert bot.stdout is not None
+        pids = [int(p) for p in bot.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        bot.kill()
+        bot.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+
+
+def _maildir_run(folder: Path, parser: InlineParser | PoolParser) -> dict:
+    settings = from_dict(base_config(), folder)
+    for n, mail in enumerate(MAILS):
+        deliver(settings.mailbox.path, mail.raw, name=f"{n:05d}.bench")
+    store = Store(None)
+    service = Service(settings, store, MaildirMailbox(settings.mailbox.path), MemoryTransport(),
+                      make_calendar(settings), parser=parser)
+    try:
+        report = service.run_once(datetime(2026, 3, 20, 2, 0, tzinfo=UTC))
+    finally:
+        service.close()
+    cases = {c.key: (c.status, [e.message_id for e in c.timeline]) for c in store.all_cases()}
+    return {"report": report.as_dict(), "cases": cases, "unmatched": [u["message_id"] for u in store.unmatched()]}
+
+
+def test_a_case_file_is_the_same_whoever_parsed_the_mail(tmp_path: Path) -> None:
+    inline = _maildir_run(tmp_path / "inline", InlineParser())
+    pooled = _maildir_run(tmp_path / "pool", PoolParser(2))
+    assert inline["report"]["ingested"] == len(MAILS) and len(inline["cases"]) == 30
+    assert pooled == inline
