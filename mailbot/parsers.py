@@ -6,6 +6,13 @@ matches and applies the mails already parsed. Results come back in mailbox order
 after the mail it answers. Small batches (IDLE hands mail over one by one) are parsed in-process, where a
 round trip to a worker would cost more than it saves.
 
+How, and why not concurrent.futures: a ProcessPoolExecutor hangs for ever when a worker is killed while it
+is sending a result (its reader waits for the rest of a message on a pipe that the parent itself keeps
+open: tests/test_parsers.py caught it). Here each worker has a pipe of its own whose other end only that
+worker holds, so a dead worker is always an end-of-file, never a hang. A batch's bytes go to the workers in
+an unlinked in-memory file (memfd) whose descriptor is passed over that pipe: what is written to a pipe is
+small, so neither side can block the other.
+
 The workers are forked, and only from a process with no other thread running: a fork copies the calling
 thread alone, and a lock another thread held at that moment would stay locked in the child for ever.
 `mailbot run` starts them before its scheduler thread; where that was not done, the batch is parsed
@@ -15,16 +22,20 @@ rest of the batch, and every batch after it, is parsed in-process, and the bot s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import reduction
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from mailbot.models import InboundMail, ParseFailure
@@ -33,7 +44,7 @@ from mailbot.parse import parse
 log = logging.getLogger("mailbot")
 
 MIN_BATCH = 32  # fewer mails than this are parsed in-process
-CHUNK = 16  # mails per round trip to a worker: large enough to hide the pipe, small enough to start soon
+CHUNK = 16  # mails per result message: large enough to hide the pipe, small enough to start soon
 MAX_WORKERS = 4  # parsing is CPU-bound; past a few cores the bot's own (serial) apply step is the limit
 
 Parsed = InboundMail | ParseFailure
@@ -91,8 +102,57 @@ def _worker_init(parent: int) -> None:
         os._exit(0)
 
 
-def _ready() -> bool:
-    return True
+Spans = list[tuple[int, int]]  # (offset, length) of each mail of a chunk in the batch file
+
+
+def _serve(conn: Connection, parent: int, not_mine: list[Connection]) -> None:
+    """A worker's loop: a job is (job id, [(chunk id, spans)]) plus the batch file's descriptor; each chunk's
+    results go back as (job id, chunk id, results) as soon as they are ready."""
+    _worker_init(parent)
+    for other in not_mine:  # the bot's ends of the pipes: held here, they would hide a worker's death
+        other.close()
+    while True:
+        try:
+            job = conn.recv()
+            if job is None:
+                return
+            job_id, chunks = job
+            fd = reduction.recv_handle(conn)
+        except (EOFError, OSError):  # the bot closed the pipe or died
+            return
+        try:
+            for chunk_id, spans in chunks:
+                conn.send((job_id, chunk_id, [parse_safely(os.pread(fd, length, offset)) for offset, length in spans]))
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        finally:
+            os.close(fd)
+
+
+def _batch_file(raws: Sequence[bytes]) -> tuple[int, list[tuple[int, int]]]:
+    """The batch in an unlinked in-memory file: its descriptor and where each mail is in it."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("mailbot-batch", os.MFD_CLOEXEC)
+    else:  # not Linux: an unlinked temp file does the same
+        fd, path = tempfile.mkstemp(prefix="mailbot-batch-")
+        os.unlink(path)
+    spans, offset = [], 0
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            for raw in raws:
+                f.write(raw)
+                spans.append((offset, len(raw)))
+                offset += len(raw)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, spans
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
 
 
 class PoolParser:
@@ -100,60 +160,98 @@ class PoolParser:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._executor: ProcessPoolExecutor | None = None
+        self._pool: list[_Worker] = []
         self._broken = False
-
-    def start(self) -> None:
-        """Fork the workers now. Call it before starting any thread (see the module's docstring)."""
-        if self._executor is not None or self._broken:
-            return
-        if threading.active_count() > 1:
-            return  # forking now could copy a held lock into the child: parse in-process instead
-        executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_worker_init, initargs=(os.getpid(),))
-        try:
-            # With fork, ProcessPoolExecutor forks all of its workers at the first submit, before it starts
-            # its own manager thread: so they are all forked here, while this thread is still the only one.
-            executor.submit(_ready).result()
-        except (BrokenProcessPool, OSError) as e:
-            self._give_up(executor, e)
-            return
-        self._executor = executor
+        self._jobs = 0
 
     @property
     def running(self) -> bool:
-        return self._executor is not None
+        return bool(self._pool)
+
+    def start(self) -> None:
+        """Fork the workers now. Call it before starting any thread (see the module's docstring)."""
+        if self._pool or self._broken:
+            return
+        if threading.active_count() > 1:
+            return  # forking now could copy a held lock into the child: parse in-process instead
+        context = multiprocessing.get_context("fork")
+        try:
+            for n in range(self.workers):
+                mine, theirs = context.Pipe(duplex=True)
+                process = context.Process(
+                    target=_serve, name=f"mailbot-parse-{n}", daemon=True,
+                    args=(theirs, os.getpid(), [w.conn for w in self._pool] + [mine]),
+                )
+                process.start()
+                theirs.close()  # from now on only the worker holds its end: its death is our end-of-file
+                self._pool.append(_Worker(process, mine))
+        except OSError as e:  # no more processes or memory: parse here
+            self._give_up(e)
 
     def parse_all(self, raws: Sequence[bytes]) -> Iterator[Parsed]:
+        """The whole batch goes to the workers now, before the first result is asked for: the caller can
+        go on with other work (saving the previous batch) while they parse."""
         if len(raws) >= MIN_BATCH:
             self.start()
-        executor = self._executor
-        if executor is None or len(raws) < MIN_BATCH:
-            yield from map(parse_safely, raws)
-            return
-        done = 0
+        if not self._pool or len(raws) < MIN_BATCH:
+            return map(parse_safely, raws)
+        self._jobs += 1
+        job_id = self._jobs
+        chunks = [list(range(i, min(i + CHUNK, len(raws)))) for i in range(0, len(raws), CHUNK)]
         try:
-            # map() submits the whole batch at once, so the workers run ahead of the caller's apply step.
-            for result in executor.map(parse_safely, raws, chunksize=CHUNK):
-                yield result
-                done += 1
-        except BrokenProcessPool as e:
-            self._give_up(executor, e)
-        except Exception as e:  # one result that would not cross the pipe: this mail and the rest in-process
-            log.warning("- parse worker failed on a mail (%s: %s); parsing the rest of the batch here",
-                        type(e).__name__, e)
-        yield from map(parse_safely, raws[done:])
+            fd, spans = _batch_file(raws)
+            try:
+                for w, worker in enumerate(self._pool):
+                    # chunk c goes to worker c mod n: results arrive in order, the load evenly spread
+                    mine = [(c, [spans[k] for k in chunks[c]]) for c in range(w, len(chunks), len(self._pool))]
+                    worker.conn.send((job_id, mine))
+                    reduction.send_handle(worker.conn, fd, worker.process.pid or 0)
+            finally:
+                os.close(fd)
+        except OSError as e:  # a worker gone, or no memory for the batch file
+            self._give_up(e)
+            return map(parse_safely, raws)
+        return self._collect(job_id, len(chunks), raws)
 
-    def _give_up(self, executor: ProcessPoolExecutor, why: BaseException) -> None:
-        log.warning("- parse workers stopped (%s); parsing in the bot's own process from now on", why or "no reason")
+    def _collect(self, job_id: int, n_chunks: int, raws: Sequence[bytes]) -> Iterator[Parsed]:
+        ready: dict[int, list[Parsed]] = {}
+        for c in range(n_chunks):
+            try:
+                while c not in ready:
+                    # Whatever any worker has sent: a worker blocked on a full pipe would stop parsing.
+                    for conn in wait([w.conn for w in self._pool]):
+                        got_job, chunk_id, results = conn.recv()  # EOFError: that worker died
+                        if got_job == job_id:  # results of an abandoned batch are dropped
+                            ready[chunk_id] = results
+            except (EOFError, OSError) as e:
+                self._give_up(e)
+                yield from map(parse_safely, raws[c * CHUNK:])
+                return
+            yield from ready.pop(c)
+
+    def _give_up(self, why: BaseException) -> None:
+        log.warning("- parse workers stopped (%s); parsing in the bot's own process from now on",
+                    f"{type(why).__name__}: {why}".rstrip(": "))
         self._broken = True
-        self._executor = None
-        executor.shutdown(wait=False, cancel_futures=True)
+        self._stop(kill=True)
+
+    def _stop(self, kill: bool) -> None:
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            if not kill:
+                with contextlib.suppress(OSError):  # already gone: nothing to tell it
+                    worker.conn.send(None)
+            worker.conn.close()
+        for worker in pool:
+            if kill:
+                worker.process.kill()
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self._stop(kill=False)
 
 
 def make_parser(workers: int) -> InlineParser | PoolParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
@@ -131,24 +132,27 @@ class Service:
         report = report or CycleReport()
         with self.lock:
             handled: set[str] = set()
-            while True:
-                batch = [m for m in self.mailbox.fetch_new(limit=BATCH) if m.ref not in handled]
-                if not batch:
-                    break
-                self._ingest_batch(batch, now, report)
+            batch = self.mailbox.fetch_new(limit=BATCH)
+            parsed = self.parser.parse_all([m.raw for m in batch])
+            while batch:
+                done = self._apply_batch(batch, parsed, now, report)
                 handled.update(m.ref for m in batch)
+                # The next batch goes to the parse workers before this one is saved: they parse while the
+                # store syncs to disk. It is only read here; nothing about it is recorded yet.
+                try:
+                    batch = self.mailbox.fetch_new(limit=BATCH, skip=handled)
+                    parsed = self.parser.parse_all([m.raw for m in batch])
+                finally:  # a mailbox that fails now does not keep this batch from being saved
+                    self._save_batch(*done)
             self.flush_outbox(now, report)
         return report
 
-    def close(self) -> None:
-        """Stop the parse workers, if any (the mailbox and transport belong to whoever made them)."""
-        self.parser.close()
-
-    def _ingest_batch(self, batch: list[FetchedMail], now: datetime, report: CycleReport) -> None:
+    def _apply_batch(self, batch: list[FetchedMail], parsed: Iterator[InboundMail | ParseFailure], now: datetime,
+                     report: CycleReport) -> tuple[list[str], list[tuple[str, str]]]:
         processed: list[str] = []
         quarantined: list[tuple[str, str]] = []
-        # Parsed ahead by the parser's workers (if it has any) while this loop applies, in mailbox order.
-        for fetched, mail in zip(batch, self.parser.parse_all([f.raw for f in batch]), strict=True):
+        # Results come in mailbox order: a reply is applied after the mail it answers.
+        for fetched, mail in zip(batch, parsed, strict=True):
             try:
                 outcome = self.handle_parsed(fetched, mail, now, report)
             except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
@@ -162,12 +166,19 @@ class Service:
                 quarantined.append((fetched.ref, outcome.split(":", 1)[1]))
             else:
                 processed.append(fetched.ref)
+        return processed, quarantined
+
+    def _save_batch(self, processed: list[str], quarantined: list[tuple[str, str]]) -> None:
         # Case state first, mailbox second: a crash in between means the mail is fetched again and
         # recognised by its Message-ID — never lost, never recorded twice.
         self.store.commit()
         self.mailbox.mark_processed(processed)
         for ref, reason in quarantined:
             self.mailbox.quarantine(ref, reason)
+
+    def close(self) -> None:
+        """Stop the parse workers, if any (the mailbox and transport belong to whoever made them)."""
+        self.parser.close()
 
     def _record_quarantine(self, fetched: FetchedMail, reason: str, now: datetime) -> None:
         self.store.add_quarantined({"ref": fetched.ref, "reason": reason, "at": now.isoformat(),

@@ -81,7 +81,8 @@ class Proxy:
         self.at_cut: Callable[[], None] | None = None
         self.cuts = 0
         self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def cut_after(self, n: int, times: int = 1, at_cut: Callable[[], None] | None = None) -> None:
         with self.lock:
@@ -100,7 +101,12 @@ class Proxy:
 
     def close(self) -> None:
         self.closed = True
+        # close() alone does not wake a thread blocked in accept(); shutdown() does (Linux), and a thread
+        # left behind would keep later tests from forking parse workers.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self.acceptor.join(timeout=5)
         self.cut_all()
 
     def _accept(self) -> None:

@@ -3,6 +3,7 @@ nothing lost when a worker dies, when threads forbid forking, or when the bot it
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
@@ -37,9 +38,17 @@ BROKEN = b"\x00\x01 no headers at all"
 
 @pytest.fixture
 def pool():
+    # Workers are forked only while this is the process's only thread (mailbot.parsers says why): a thread
+    # left running by an earlier test would silently turn these tests into in-process ones.
+    deadline = time.monotonic() + 5
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    assert not others, f"threads left running by earlier tests: {others}"
     parser = PoolParser(2)
     yield parser
     parser.close()
+    assert workers_of_this_process() == []
 
 
 def workers_of_this_process() -> list[multiprocessing.process.BaseProcess]:
@@ -60,18 +69,33 @@ def test_a_small_batch_stays_in_process(pool: PoolParser) -> None:
     assert results == [parse(r) for r in RAWS[: MIN_BATCH - 1]]
 
 
-def test_a_worker_killed_mid_batch_loses_no_mail(pool: PoolParser, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("after", [0, 1, 17, 70])
+def test_a_worker_killed_mid_batch_loses_no_mail(pool: PoolParser, caplog: pytest.LogCaptureFixture,
+                                                 after: int) -> None:
+    # concurrent.futures hung here for ever (a reader waiting for the rest of a half-sent result): fail
+    # loudly instead of hanging the suite if that ever comes back.
+    faulthandler.dump_traceback_later(60, exit=True)
     results = pool.parse_all(RAWS)
-    first = next(results)
-    for worker in workers_of_this_process():
+    first = [next(results) for _ in range(after)]
+    for worker in workers_of_this_process()[:1]:
         os.kill(worker.pid, signal.SIGKILL)
     rest = list(results)
-    assert [first, *rest] == [parse(r) for r in RAWS]
+    assert [*first, *rest] == [parse(r) for r in RAWS]
     assert "parse workers stopped" in caplog.text
     # from then on the bot parses in its own process, and says so only once
     caplog.clear()
     assert list(pool.parse_all(RAWS)) == [parse(r) for r in RAWS]
     assert not pool.running and "parse workers stopped" not in caplog.text
+    faulthandler.cancel_dump_traceback_later()
+
+
+def test_a_batch_given_up_half_way_does_not_mix_into_the_next(pool: PoolParser) -> None:
+    abandoned = pool.parse_all(RAWS)
+    assert [next(abandoned) for _ in range(5)] == [parse(r) for r in RAWS[:5]]
+    del abandoned  # the caller failed (a corrupt store, say): its remaining results still arrive, unread
+    later = RAWS[40:] + RAWS[:40]
+    assert list(pool.parse_all(later)) == [parse(r) for r in later]
+    assert pool.running
 
 
 def test_no_fork_while_another_thread_runs(pool: PoolParser) -> None:
@@ -113,6 +137,7 @@ from generate import generate
 from mailbot.parsers import PoolParser
 pool = PoolParser(2)
 list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
+import faulthandler
 import multiprocessing
 print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
 time.sleep(60)

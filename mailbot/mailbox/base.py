@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,11 +16,12 @@ class FetchedMail:
 class Mailbox(Protocol):
     """fetch → (the service saves case state) → mark_processed / quarantine. Nothing is ever deleted.
 
-    `fetch_new` returns mail not yet marked processed; after a crash, mail fetched but not marked is
-    fetched again and the store's Message-ID dedup keeps it from being recorded twice.
+    `fetch_new` returns mail not yet marked processed, oldest first, leaving out the refs in `skip` (the
+    service reads the next batch while the last one is still being saved); after a crash, mail fetched but
+    not marked is fetched again and the store's Message-ID dedup keeps it from being recorded twice.
     """
 
-    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]: ...
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]: ...
 
     def mark_processed(self, refs: list[str]) -> None: ...
 

@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
@@ -475,20 +475,22 @@ class ImapMailbox:
             return f"folder {folder!r} does not exist on {self._where} (folders: {shown})"
         return f"cannot open folder {folder!r} on {self._where}: {error}"
 
-    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]:
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
         """Unprocessed mail above the checkpoint, oldest first. Does not set \\Seen (BODY.PEEK)."""
-        return self._run(self._main, "fetch_new", lambda c, _retried: self._fetch_new(c, limit))
+        return self._run(self._main, "fetch_new", lambda c, _retried: self._fetch_new(c, limit, skip))
 
-    def _fetch_new(self, client: IMAPClient, limit: int | None) -> list[FetchedMail]:
+    def _fetch_new(self, client: IMAPClient, limit: int | None, skip: Collection[str] = ()) -> list[FetchedMail]:
         self._select(client)  # every time: fresh UIDVALIDITY and message list
         last = self._last_uid
         # `N:*` always matches the highest UID even when N is beyond it: filter again below.
         criteria = ["UID", f"{last + 1}:*", "UNDELETED", "UNKEYWORD", PROCESSED_KEYWORD]
         found = sorted(u for u in client.search(criteria) if u > last)
         self._pending &= set(found)  # pending mail that vanished meanwhile no longer holds us back
+        assert self._uidvalidity is not None
+        if skip:
+            found = [u for u in found if make_ref(self.settings.folder, self._uidvalidity, u) not in skip]
         wanted = found if limit is None else found[: max(limit, 0)]
         out: list[FetchedMail] = []
-        assert self._uidvalidity is not None
         for chunk in _chunks(wanted, FETCH_CHUNK):
             bodies = self._fetch_bodies(client, chunk)
             for uid in chunk:

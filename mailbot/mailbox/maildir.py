@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Collection
 from itertools import count
 from pathlib import Path
 
@@ -46,8 +47,8 @@ class MaildirMailbox:
         self.quarantine_path = path / f".{quarantine_folder}"
         ensure_maildir(path)
 
-    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]:
-        names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith("."))
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
+        names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith(".") and n not in skip)
         if limit is not None:
             names = names[:limit]
         mails = []

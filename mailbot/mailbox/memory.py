@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mailbot.mailbox.base import FetchedMail
 
 
@@ -18,8 +20,9 @@ class MemoryMailbox:
         self.inbox[ref] = raw
         return ref
 
-    def fetch_new(self, limit: int | None = None) -> list[FetchedMail]:
-        refs = sorted(self.inbox)[:limit] if limit else sorted(self.inbox)
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
+        refs = sorted(r for r in self.inbox if r not in skip)
+        refs = refs[:limit] if limit is not None else refs
         return [FetchedMail(ref, self.inbox[ref]) for ref in refs]
 
     def mark_processed(self, refs: list[str]) -> None:
