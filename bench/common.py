@@ -36,7 +36,7 @@ logging.getLogger("mailbot").setLevel(logging.WARNING)
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
 __all__ = ["Mail", "generate", "last_date", "write_maildir", "settings_for", "service_for", "time_mailparser",
-           "timed_ingest", "peak_rss_mb", "vm_hwm_mb", "emit", "copy_maildir", "link_tree", "history_case", "fill_store",
+           "timed_ingest", "peak_rss_mb", "workers_peak_rss_mb", "vm_hwm_mb", "emit", "copy_maildir", "link_tree", "history_case", "fill_store",
            "tree_size"]
 
 
@@ -158,6 +158,12 @@ def peak_rss_mb() -> float:
     """Peak RSS of this process in MB: resource.getrusage's ru_maxrss (Linux reports KiB). Note that Linux
     carries ru_maxrss over fork+exec, so spawn measured subprocesses from a small parent."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def workers_peak_rss_mb() -> float:
+    """The largest peak RSS among this process's ended children (the parse workers, once the service closed
+    them). A forked worker's RSS counts the pages it shares with the bot, so bot + workers overstates."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def vm_hwm_mb() -> float | None:

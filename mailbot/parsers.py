@@ -187,6 +187,9 @@ class PoolParser:
                 self._pool.append(_Worker(process, mine))
         except OSError as e:  # no more processes or memory: parse here
             self._give_up(e)
+            return
+        log.info("- %d parse workers started (pids %s)", len(self._pool),
+                 " ".join(str(w.process.pid) for w in self._pool))
 
     def parse_all(self, raws: Sequence[bytes]) -> Iterator[Parsed]:
         """The whole batch goes to the workers now, before the first result is asked for: the caller can

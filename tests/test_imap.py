@@ -164,6 +164,24 @@ def test_limit_and_checkpoint_never_skip_unhandled_mail(
     assert mb.fetch_new(limit=0) == []
 
 
+def test_the_next_batch_is_read_while_the_last_is_still_pending(
+    dovecot: DovecotServer, make_mailbox: MailboxFactory
+) -> None:
+    # The service reads batch 2 (skipping batch 1's refs) before batch 1 is saved and marked.
+    for n in range(1, 6):
+        dovecot.deliver(mail(n))
+    cps = MemoryCheckpoints()
+    mb = make_mailbox(cps)
+    first = mb.fetch_new(limit=2)
+    second = mb.fetch_new(limit=2, skip={m.ref for m in first})
+    assert ids_of(first) == [mid(1), mid(2)] and ids_of(second) == [mid(3), mid(4)]
+    mb.mark_processed([m.ref for m in first])
+    assert cps.get_checkpoint(mb.checkpoint_key)["last_uid"] == 2  # type: ignore[index]  # not past 3 and 4
+    assert ids_of(mb.fetch_new(skip={m.ref for m in second})) == [mid(5)]
+    mb.mark_processed([m.ref for m in second])
+    assert ids_of(mb.fetch_new()) == [mid(5)]
+
+
 def test_flag_mode_keeps_mail_in_place_and_skips_flagged(
     dovecot: DovecotServer, make_mailbox: MailboxFactory
 ) -> None:

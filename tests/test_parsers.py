@@ -18,6 +18,7 @@ import pytest
 from conftest import base_config
 
 from mailbot import parsers
+from mailbot import service as service_module
 from mailbot.config import from_dict
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import InboundMail, ParseFailure
@@ -192,3 +193,20 @@ def test_a_case_file_is_the_same_whoever_parsed_the_mail(tmp_path: Path) -> None
     pooled = _maildir_run(tmp_path / "pool", PoolParser(2))
     assert inline["report"]["ingested"] == len(MAILS) and len(inline["cases"]) == 30
     assert pooled == inline
+
+
+def test_batches_parse_ahead_while_the_last_one_is_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 120 mails in batches of 40: each next batch goes to the workers before the last one is committed.
+    monkeypatch.setattr(service_module, "BATCH", 40)
+    commits: list[int] = []
+    original = Store.commit
+
+    def commit(store: Store) -> None:
+        commits.append(len(list(store.active_cases())))
+        original(store)
+
+    monkeypatch.setattr(Store, "commit", commit)
+    inline = _maildir_run(tmp_path / "inline", InlineParser())
+    pooled = _maildir_run(tmp_path / "pool", PoolParser(2))
+    assert pooled == inline
+    assert len(commits) >= 2 * 3  # three batches a run, each saved on its own

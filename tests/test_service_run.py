@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mailbot.mailbox.maildir import deliver
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from generate import generate  # noqa: E402
 
 CONFIG = """
 [bot]
@@ -71,3 +75,44 @@ def test_the_service_ingests_sends_and_stops_on_sigterm(tmp_path: Path, scenario
     log = service.stderr.read()
     assert "Traceback" not in log
     assert "mailbot stopped" in log
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_a_backlog_is_parsed_by_workers_that_stop_with_the_service(tmp_path: Path) -> None:
+    # The bot was down; 200 mails wait. The service forks its parse workers before its scheduler thread,
+    # ingests the backlog with them, and takes them along when it stops.
+    (tmp_path / "config.toml").write_text(CONFIG.replace("[bot]", "[bot]\nparse_workers = 2"), encoding="utf-8")
+    mails = generate(200, 40, seed=5)
+    for n, mail in enumerate(mails):
+        deliver(tmp_path / "maildir", mail.raw, name=f"{n:05d}.backlog")
+    service = subprocess.Popen([sys.executable, "-m", "mailbot.cli", "run", "--config", "config.toml"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: not list((tmp_path / "maildir" / "new").iterdir()), timeout=60)
+        workers = _children(service.pid)
+        assert len(workers) == 2
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+    log = service.stderr.read()
+    assert "2 parse workers started" in log and "Traceback" not in log
+    assert wait_for(lambda: all(_gone(w) for w in workers), timeout=10)
+    out = mailbot("cases", "--json", "--config", "config.toml", cwd=tmp_path)
+    assert len(json.loads(out.stdout)) == 40
+    assert len(list((tmp_path / "maildir" / "cur").iterdir())) == 200
