@@ -196,7 +196,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
     now = _now(args.now)
     cases = views.filter_cases(cases, status=args.status, engineer=args.engineer, overdue=args.overdue, now=now)
     if args.json:
-        _print_json([views.case_json(c, settings.bot.zone, brief=True) for c in cases])
+        # INTERFACE.md: each item is a case as `mailbot case KEY --json` prints it, timeline included.
+        _print_json([views.case_json(c, settings.bot.zone) for c in cases])
     else:
         views.print_cases(cases, settings.bot.zone, now)
         unmatched = store.unmatched()

@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import reduction
@@ -163,6 +164,11 @@ class PoolParser:
         self._pool: list[_Worker] = []
         self._broken = False
         self._jobs = 0
+        # Results by (job, chunk) as they arrive, for every batch whose iterator is still alive: batches may
+        # overlap (the next handed over before the last is read to its end), and one given up half-way
+        # must not leave its results behind.
+        self._ready: dict[tuple[int, int], list[Parsed]] = {}
+        self._live: set[int] = set()
 
     @property
     def running(self) -> bool:
@@ -214,23 +220,34 @@ class PoolParser:
         except OSError as e:  # a worker gone, or no memory for the batch file
             self._give_up(e)
             return map(parse_safely, raws)
-        return self._collect(job_id, len(chunks), raws)
+        self._live.add(job_id)
+        results = self._collect(job_id, len(chunks), raws)
+        weakref.finalize(results, self._forget, job_id)  # read to the end, or dropped unread
+        return results
+
+    def _forget(self, job_id: int) -> None:
+        self._live.discard(job_id)
+        for key in [k for k in self._ready if k[0] == job_id]:
+            del self._ready[key]
 
     def _collect(self, job_id: int, n_chunks: int, raws: Sequence[bytes]) -> Iterator[Parsed]:
-        ready: dict[int, list[Parsed]] = {}
         for c in range(n_chunks):
             try:
-                while c not in ready:
+                while (job_id, c) not in self._ready:
+                    if not self._pool:  # given up while another batch was being read
+                        raise EOFError("parse workers stopped")
                     # Whatever any worker has sent: a worker blocked on a full pipe would stop parsing.
                     for conn in wait([w.conn for w in self._pool]):
                         got_job, chunk_id, results = conn.recv()  # EOFError: that worker died
-                        if got_job == job_id:  # results of an abandoned batch are dropped
-                            ready[chunk_id] = results
+                        if got_job in self._live:  # results of a batch given up half-way are dropped
+                            self._ready[(got_job, chunk_id)] = results
             except (EOFError, OSError) as e:
-                self._give_up(e)
+                if self._pool:
+                    self._give_up(e)
                 yield from map(parse_safely, raws[c * CHUNK:])
                 return
-            yield from ready.pop(c)
+            yield from self._ready.pop((job_id, c))
+        self._live.discard(job_id)
 
     def _give_up(self, why: BaseException) -> None:
         log.warning("- parse workers stopped (%s); parsing in the bot's own process from now on",
@@ -255,6 +272,18 @@ class PoolParser:
 
     def close(self) -> None:
         self._stop(kill=False)
+
+
+def parse_in_batches(parser: Parser, raws: Sequence[bytes], batch: int = 500) -> Iterator[Parsed]:
+    """Every mail of a long sequence (an import), parsed `batch` at a time with the next batch always
+    handed over before the current one is read: bounded memory, and the workers never wait."""
+    current = parser.parse_all(raws[:batch])
+    for start in range(batch, len(raws) + batch, batch):
+        following = parser.parse_all(raws[start : start + batch]) if start < len(raws) else None
+        yield from current
+        if following is None:
+            return
+        current = following
 
 
 def make_parser(workers: int) -> InlineParser | PoolParser:

@@ -27,7 +27,7 @@ def _local(d: datetime | None, zone: ZoneInfo) -> str:
     return "-" if d is None else d.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
-def case_json(case: Case, zone: ZoneInfo, brief: bool = False) -> dict[str, Any]:
+def case_json(case: Case, zone: ZoneInfo) -> dict[str, Any]:
     data: dict[str, Any] = {
         "key": case.key,
         "title": case.title,
@@ -43,14 +43,13 @@ def case_json(case: Case, zone: ZoneInfo, brief: bool = False) -> dict[str, Any]
         "failed_addresses": list(case.failed_addresses),
         "followup_enabled": case.followup_enabled,
     }
-    if not brief:
-        data["messages"] = [
-            {"message_id": e.message_id, "date": e.date.astimezone(zone).isoformat(), "from": e.from_addr,
-             "role": e.role.value, "kind": e.kind.value, "direction": e.direction, "text": e.text,
-             "matched_by": e.matched_by or None}
-            for e in case.timeline
-        ]
-        data["notes"] = list(case.notes)
+    data["messages"] = [
+        {"message_id": e.message_id, "date": e.date.astimezone(zone).isoformat(), "from": e.from_addr,
+         "role": e.role.value, "kind": e.kind.value, "direction": e.direction, "text": e.text,
+         "matched_by": e.matched_by or None}
+        for e in case.timeline
+    ]
+    data["notes"] = list(case.notes)
     return data
 
 

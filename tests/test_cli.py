@@ -71,6 +71,9 @@ def test_case_json_has_the_interface_shape(with_case: Path, capsys: pytest.Captu
 def test_cases_and_plan_json(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cases", "--json", "--config", str(with_case))
     assert code == 0 and [c["key"] for c in json.loads(out)] == ["CAS-04027-B7D2Z5"]
+    # INTERFACE.md: each item of `cases --json` is a case as `case KEY --json` prints it, messages included
+    _, one, _ = run(capsys, "case", "CAS-04027-B7D2Z5", "--json", "--config", str(with_case))
+    assert json.loads(out) == [json.loads(one)]
     code, out, _ = run(capsys, "cases", "--status", "closed", "--json", "--config", str(with_case))
     assert code == 0 and json.loads(out) == []
     code, out, _ = run(capsys, "plan", "--json", "--config", str(with_case))

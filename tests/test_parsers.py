@@ -4,6 +4,7 @@ nothing lost when a worker dies, when threads forbid forking, or when the bot it
 from __future__ import annotations
 
 import faulthandler
+import json
 import multiprocessing
 import os
 import signal
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 from conftest import base_config
 
-from mailbot import parsers
+from mailbot import cli, importer, parsers
 from mailbot import service as service_module
 from mailbot.config import from_dict
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import parse
-from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser, make_parser
+from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser, make_parser, parse_in_batches
 from mailbot.service import Service, make_calendar
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
@@ -96,7 +97,23 @@ def test_a_batch_given_up_half_way_does_not_mix_into_the_next(pool: PoolParser) 
     del abandoned  # the caller failed (a corrupt store, say): its remaining results still arrive, unread
     later = RAWS[40:] + RAWS[:40]
     assert list(pool.parse_all(later)) == [parse(r) for r in later]
-    assert pool.running
+    assert pool.running and pool._ready == {} and pool._live == set()
+
+
+def test_a_long_sequence_parses_in_overlapping_batches(pool: PoolParser) -> None:
+    raws = RAWS * 3
+    assert list(parse_in_batches(pool, raws, batch=50)) == [parse(r) for r in raws]
+    assert pool.running and pool._ready == {} and pool._live == set()
+
+
+def test_a_worker_killed_while_two_batches_are_out_loses_no_mail(pool: PoolParser) -> None:
+    faulthandler.dump_traceback_later(60, exit=True)
+    first, second = pool.parse_all(RAWS), pool.parse_all(RAWS[::-1])
+    got = [next(first) for _ in range(20)]
+    os.kill(workers_of_this_process()[0].pid, signal.SIGKILL)
+    got += list(first) + list(second)
+    assert got == [parse(r) for r in RAWS + RAWS[::-1]]
+    faulthandler.cancel_dump_traceback_later()
 
 
 def test_no_fork_while_another_thread_runs(pool: PoolParser) -> None:
@@ -139,6 +156,7 @@ from mailbot.parsers import PoolParser
 pool = PoolParser(2)
 list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
 import faulthandler
+import json
 import multiprocessing
 print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
 time.sleep(60)
@@ -210,3 +228,25 @@ def test_batches_parse_ahead_while_the_last_one_is_saved(tmp_path: Path, monkeyp
     pooled = _maildir_run(tmp_path / "pool", PoolParser(2))
     assert pooled == inline
     assert len(commits) >= 2 * 3  # three batches a run, each saved on its own
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_import_reads_the_same_whoever_parses(tmp_path: Path, workers: int,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # 120 mails in batches of 500 would be one batch: batches of 50 make three, overlapping.
+    source = tmp_path / "history"
+    source.mkdir()
+    for n, mail in enumerate(MAILS):
+        (source / f"{n:04d}.eml").write_bytes(mail.raw)
+    (tmp_path / "config.toml").write_text(
+        f'[bot]\nstate_dir = "state"\nparse_workers = {workers}\n[engineers]\ndomains = ["support.example"]\n'
+        '[mailbox]\npath = "maildir"\n', encoding="utf-8")
+    config = str(tmp_path / "config.toml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importer, "COMMIT_EVERY", 50)
+        assert cli.main(["import", str(source), "--json", "--config", config, "--now", "2026-03-20T10:00:00+08:00"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["messages"] == 120 and summary["cases_opened"] == 30 and summary["quarantined"] == 0
+    assert cli.main(["cases", "--json", "--config", config]) == 0
+    cases = json.loads(capsys.readouterr().out)
+    assert len(cases) == 30 and sum(len(c["messages"]) for c in cases) == summary["threaded"]
