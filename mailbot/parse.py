@@ -15,6 +15,7 @@ from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
+import mailparser.core
 
 from mailbot import charsets
 from mailbot.htmltext import html_to_text
@@ -24,6 +25,10 @@ from mailbot.redact import redact
 
 # mail-parser logs every defect at WARNING; defects are normal in real mail and we report them ourselves.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+# mail-parser names an attachment that has no name with ten random letters (`znkjtkninm.txt`). parse() is a
+# function of the bytes alone — the same mail parsed twice, or by a parse worker, reads the same — so the
+# invented name is fixed: `unnamed.txt`. mail-parser is pinned; tests/test_parse.py checks this.
+mailparser.core.random_string = lambda string_length=10: "unnamed"
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n[ \t]+")

@@ -110,8 +110,8 @@ def _serve(conn: Connection, parent: int, not_mine: list[Connection]) -> None:
     """A worker's loop: a job is (job id, [(chunk id, spans)]) plus the batch file's descriptor; each chunk's
     results go back as (job id, chunk id, results) as soon as they are ready."""
     _worker_init(parent)
-    for other in not_mine:  # the bot's ends of the pipes: held here, they would hide a worker's death
-        other.close()
+    for other in not_mine:  # the bot's ends of the pipes, copied by the fork: held here, a sibling would never
+        other.close()      # see the bot close its pipe
     while True:
         try:
             job = conn.recv()
@@ -124,20 +124,24 @@ def _serve(conn: Connection, parent: int, not_mine: list[Connection]) -> None:
         try:
             for chunk_id, spans in chunks:
                 conn.send((job_id, chunk_id, [parse_safely(os.pread(fd, length, offset)) for offset, length in spans]))
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError):  # the bot is gone or gave up on us
+            return
+        except Exception as e:  # say it in one line and stop: the bot sees the pipe close and parses itself
+            log.error("- parse worker %d: %s: %s", os.getpid(), type(e).__name__, e)
             return
         finally:
             os.close(fd)
 
 
-def _batch_file(raws: Sequence[bytes]) -> tuple[int, list[tuple[int, int]]]:
+def _batch_file(raws: Sequence[bytes]) -> tuple[int, Spans]:
     """The batch in an unlinked in-memory file: its descriptor and where each mail is in it."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("mailbot-batch", os.MFD_CLOEXEC)
     else:  # not Linux: an unlinked temp file does the same
         fd, path = tempfile.mkstemp(prefix="mailbot-batch-")
         os.unlink(path)
-    spans, offset = [], 0
+    spans: Spans = []
+    offset = 0
     try:
         with open(fd, "wb", closefd=False) as f:
             for raw in raws:
@@ -241,7 +245,7 @@ class PoolParser:
                         got_job, chunk_id, results = conn.recv()  # EOFError: that worker died
                         if got_job in self._live:  # results of a batch given up half-way are dropped
                             self._ready[(got_job, chunk_id)] = results
-            except (EOFError, OSError) as e:
+            except Exception as e:  # EOFError or OSError: a worker died; anything else: a result we cannot read
                 if self._pool:
                     self._give_up(e)
                 yield from map(parse_safely, raws[c * CHUNK:])

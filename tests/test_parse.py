@@ -402,6 +402,16 @@ def test_attachments_are_listed_with_name_type_and_size() -> None:
     )
 
 
+def test_an_attachment_without_a_name_reads_the_same_every_time() -> None:
+    raw = (b"From: a@example.test\r\nMessage-ID: <x@example.test>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+           b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nlog\r\n"
+           b"--b\r\nContent-Type: text/rtf\r\n\r\n{\\rtf1 x}\r\n--b--\r\n")
+    first, second = ok(raw), ok(raw)
+    assert [a.name for a in first.attachments] == ["unnamed.txt", "unnamed.rtf"]  # not ten random letters
+    assert first == second
+
+
 def test_mail_without_attachments_lists_none() -> None:
     assert ok(mail(b"From: a@example.test")).attachments == ()
 
