@@ -46,6 +46,7 @@ def test_an_empty_file_gives_the_embedded_default(tmp_path: Path) -> None:
         ("[mailbox]\nkind = 'pop3'\n", "[mailbox] kind: expected one of 'maildir', 'imap'"),
         ("[mailbox]\nkind = 'imap'\nusername = ''\n", "[mailbox] username: expected the IMAP login name"),
         ("[smtp]\nport = 0\n", "[smtp] port: expected an integer >= 1"),
+        ("[bot]\nparse_workers = -1\n", "[bot] parse_workers: expected an integer >= 0"),
         ("[bot\n", "not valid TOML"),
     ],
 )
