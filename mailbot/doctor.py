@@ -1,4 +1,4 @@
-"""`mailbot doctor`: config, templates, store, calendar, mailbox and sending — one verdict line per check,
+"""`mailbot doctor`: config, templates, store, calendar, mailbox, parse workers and sending — one verdict line per check,
 a clear reason on failure, exit 1 when anything fails."""
 
 from __future__ import annotations
@@ -62,6 +62,26 @@ def _mailbox(settings: Settings, now: datetime) -> str:
     return ImapMailbox(settings.mailbox).check()
 
 
+def _parsing(settings: Settings, now: datetime) -> str:
+    """Fork the parse workers and have them parse a small batch, as a backlog would be."""
+    from mailbot.models import InboundMail
+    from mailbot.parsers import MIN_BATCH, PoolParser, cores, make_parser
+
+    parser = make_parser(settings.bot.parse_workers)
+    if not isinstance(parser, PoolParser):
+        return f"in the bot's own process (parse_workers = {settings.bot.parse_workers}, {cores()} core(s))"
+    batch = [f"Message-ID: <doctor-{n}@mailbot.invalid>\r\nSubject: doctor\r\n\r\nhello\r\n".encode()
+             for n in range(MIN_BATCH)]
+    try:
+        results = list(parser.parse_all(batch))
+        worked = parser.running and all(isinstance(r, InboundMail) for r in results)
+    finally:
+        parser.close()
+    if not worked:
+        raise Warning("the parse workers could not start: a backlog is parsed in the bot's own process (slower)")
+    return f"{parser.workers} parse workers on {cores()} cores: a test batch of {MIN_BATCH} parsed"
+
+
 def _sending(settings: Settings, now: datetime) -> str:
     from mailbot.cli import make_transport
 
@@ -70,7 +90,7 @@ def _sending(settings: Settings, now: datetime) -> str:
 
 CHECKS: list[tuple[str, Callable[[Settings, datetime], str]]] = [
     ("templates", _templates), ("store", _store), ("calendar", _calendar), ("mailbox", _mailbox),
-    ("sending", _sending),
+    ("parsing", _parsing), ("sending", _sending),
 ]
 
 

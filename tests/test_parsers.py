@@ -250,3 +250,13 @@ def test_an_import_reads_the_same_whoever_parses(tmp_path: Path, workers: int,
     assert cli.main(["cases", "--json", "--config", config]) == 0
     cases = json.loads(capsys.readouterr().out)
     assert len(cases) == 30 and sum(len(c["messages"]) for c in cases) == summary["threaded"]
+
+
+@pytest.mark.parametrize("workers, expected", [(2, "2 parse workers on"), (1, "in the bot's own process")])
+def test_doctor_tries_the_parse_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: int,
+                                        expected: str) -> None:
+    (tmp_path / "config.toml").write_text(f'[bot]\nstate_dir = "state"\nparse_workers = {workers}\n', encoding="utf-8")
+    cli.main(["doctor", "--json", "--config", str(tmp_path / "config.toml")])
+    parsing = next(c for c in json.loads(capsys.readouterr().out) if c["check"] == "parsing")
+    assert parsing["ok"] and not parsing.get("warning") and parsing["detail"].startswith(expected), parsing
+    assert workers_of_this_process() == []
