@@ -47,6 +47,7 @@ log = logging.getLogger("mailbot")
 MIN_BATCH = 32  # fewer mails than this are parsed in-process
 CHUNK = 16  # mails per result message: large enough to hide the pipe, small enough to start soon
 MAX_WORKERS = 4  # parsing is CPU-bound; past a few cores the bot's own (serial) apply step is the limit
+MAX_BATCH_BYTES = 256 * 2**20  # a batch file is a second copy of the batch: a bigger batch is parsed here
 
 Parsed = InboundMail | ParseFailure
 
@@ -204,9 +205,10 @@ class PoolParser:
     def parse_all(self, raws: Sequence[bytes]) -> Iterator[Parsed]:
         """The whole batch goes to the workers now, before the first result is asked for: the caller can
         go on with other work (saving the previous batch) while they parse."""
-        if len(raws) >= MIN_BATCH:
+        worth_it = len(raws) >= MIN_BATCH and sum(map(len, raws)) <= MAX_BATCH_BYTES
+        if worth_it:
             self.start()
-        if not self._pool or len(raws) < MIN_BATCH:
+        if not self._pool or not worth_it:
             return map(parse_safely, raws)
         self._jobs += 1
         job_id = self._jobs

@@ -129,6 +129,12 @@ def test_no_fork_while_another_thread_runs(pool: PoolParser) -> None:
     assert results == [parse(r) for r in RAWS]
 
 
+def test_a_batch_too_big_to_copy_is_parsed_in_process(pool: PoolParser, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parsers, "MAX_BATCH_BYTES", sum(map(len, RAWS)) - 1)
+    assert list(pool.parse_all(RAWS)) == [parse(r) for r in RAWS]
+    assert not pool.running
+
+
 def test_a_bug_in_parse_quarantines_one_mail_not_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     def buggy(raw: bytes) -> InboundMail | ParseFailure:
         if raw is RAWS[3]:
