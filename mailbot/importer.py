@@ -80,21 +80,23 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
     service.quiet = True
     report = CycleReport()
     started = time.monotonic()
-    with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), disable=as_json, transient=False) as progress:
-        task = progress.add_task("import", total=len(mails), rate="")
-        # Parsed on every core (mailbot.parsers) while this loop applies, oldest first.
-        parsed = parse_in_batches(service.parser, [m.raw for m in mails], COMMIT_EVERY)
-        for i, (fetched, mail) in enumerate(zip(mails, parsed, strict=True), 1):
-            outcome = service.handle_parsed(fetched, mail, now, report)
-            if outcome.startswith("quarantine:"):
-                store.add_quarantined({"ref": f"import:{fetched.ref}", "reason": outcome.split(":", 1)[1],
-                                       "at": now.isoformat(), "size": len(fetched.raw)})
-            if i % COMMIT_EVERY == 0:
-                store.commit()
-            elapsed = max(time.monotonic() - started, 1e-6)
-            progress.update(task, advance=1, rate=f"{i / elapsed:.0f} msg/s")
-    service.close()
+    try:
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                      TimeElapsedColumn(), disable=as_json, transient=False) as progress:
+            task = progress.add_task("import", total=len(mails), rate="")
+            # Parsed on every core (mailbot.parsers) while this loop applies, oldest first.
+            parsed = parse_in_batches(service.parser, [m.raw for m in mails], COMMIT_EVERY)
+            for i, (fetched, mail) in enumerate(zip(mails, parsed, strict=True), 1):
+                outcome = service.handle_parsed(fetched, mail, now, report)
+                if outcome.startswith("quarantine:"):
+                    store.add_quarantined({"ref": f"import:{fetched.ref}", "reason": outcome.split(":", 1)[1],
+                                           "at": now.isoformat(), "size": len(fetched.raw)})
+                if i % COMMIT_EVERY == 0:
+                    store.commit()
+                elapsed = max(time.monotonic() - started, 1e-6)
+                progress.update(task, advance=1, rate=f"{i / elapsed:.0f} msg/s")
+    finally:  # the parse workers stop with the import, whatever happens
+        service.close()
     replanned = _plan_from_now(service, store, now)
     store.commit()
     summary: dict[str, Any] = {

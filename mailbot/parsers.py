@@ -91,12 +91,14 @@ def cores() -> int:
 
 
 def _worker_init(parent: int) -> None:
-    """A worker lives and dies with the bot. The bot decides when parsing stops (Ctrl-C and SIGTERM go to
-    the whole process group; the bot finishes the mail in hand and shuts its workers down), and a worker
-    must never outlive a bot that was killed: it holds copies of the bot's open files, the writer lock's
-    among them, and a stale holder would keep the next `mailbot run` from starting."""
+    """A worker lives and dies with the bot. Ctrl-C goes to the whole process group: the bot handles it,
+    a worker ignores it (no KeyboardInterrupt traceback from every worker). SIGTERM — systemd's stop, or
+    multiprocessing terminating its children at exit — simply ends a worker: the bot takes that as it
+    takes any worker's death. The bot's own SIGTERM handler, copied by the fork, must not be kept. And a
+    worker must never outlive a bot that was killed: it holds copies of the bot's open files, the writer
+    lock's among them, and a stale holder would keep the next `mailbot run` from starting."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform == "linux":
         pr_set_pdeathsig = 1  # prctl(2): this signal when the parent dies
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)

@@ -169,6 +169,35 @@ time.sleep(60)
 """
 
 
+_FORGETFUL_BOT = """
+import sys
+sys.path.insert(0, {bench!r})
+from generate import generate
+from mailbot.parsers import PoolParser
+pool = PoolParser(2)
+list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
+print("parsed", flush=True)
+raise SystemExit(3)  # an error path that never reaches close()
+"""
+
+
+def test_a_bot_that_exits_without_closing_its_workers_still_exits() -> None:
+    # multiprocessing ends daemon children at exit with SIGTERM, then waits for them: a worker that
+    # ignored SIGTERM would hang the bot right there.
+    bot = subprocess.run([sys.executable, "-c", _FORGETFUL_BOT.format(bench=str(ROOT / "bench"))],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert bot.returncode == 3 and bot.stdout == "parsed\n" and "Traceback" not in bot.stderr
+
+
+def test_a_worker_stopped_with_sigterm_is_a_worker_gone(pool: PoolParser) -> None:
+    # systemd's stop sends SIGTERM to every process of the service: the workers just end.
+    results = pool.parse_all(RAWS)
+    first = next(results)
+    for worker in workers_of_this_process():
+        os.kill(worker.pid, signal.SIGTERM)
+    assert [first, *results] == [parse(r) for r in RAWS]
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
