@@ -94,18 +94,25 @@ class BusinessCalendar:
         return d
 
     def add_business_days(self, start: datetime, n: int) -> datetime:
-        """start moved n business days on in zone, same time of day, then into working hours; in UTC."""
+        """start moved n business days on in zone, same time of day, then into working hours; in UTC.
+
+        Silence is counted in business time: a start outside working hours (a mail sent on Saturday, or
+        at night) counts from the next opening, so that n days are always n whole business days."""
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        local = start.astimezone(self.zone)
+        local = self._into_working_hours_local(start.astimezone(self.zone))
         day = local.date()
         for _ in range(n):
             day = self.next_workday(day)
         # Wall-clock time is kept, not elapsed hours: across a DST change 10:00 stays 10:00 locally.
         moved = datetime.combine(day, local.time(), tzinfo=self.zone)
         return self._into_working_hours_local(moved).astimezone(UTC)
+
+    def in_working_hours(self, instant: datetime) -> bool:
+        """Whether instant falls inside working hours on a workday."""
+        return self.into_working_hours(instant) == instant
 
     def into_working_hours(self, instant: datetime) -> datetime:
         """instant if it falls in working hours on a workday, else the next opening; in UTC."""

@@ -44,10 +44,10 @@ HELP = {
         "#暂停 3d | #暂停 until 2021-05-10 — 暂停提醒",
         "#跟进 off | #跟进 on — 停止或恢复本案例的提醒",
         "#提醒 now — 立即发送下一封提醒",
-        "#等待 customer | engineer | vendor — 案例正在等待哪一方",
+        "#等待 客户 | 工程师 | 厂商 (customer | engineer | vendor) — 案例正在等待哪一方",
         "#已致电 — 记录一次电话联系（此后提醒中可说明电话未能联系上客户）",
         "#重开 — 重新打开已关闭的案例",
-        "#语言 en | zh-CN — 发给客户的邮件语言",
+        "#语言 中文 | 英文 (zh-CN | en) — 发给客户的邮件语言",
         "#时区 Europe/Berlin — 按客户所在时区计算工作日和工作时间",
         "#状态 — 回复案例卡片",
         "#帮助 — 本列表",
@@ -75,7 +75,21 @@ class Command:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+# Chinese spellings of the arguments, to their canonical English (`#等待 客户`, `#语言 英文`, `#跟进 关闭`).
+_ARGUMENTS = {
+    "waiting": {"客户": "customer", "客戶": "customer", "用户": "customer", "工程师": "engineer",
+                "工程師": "engineer", "我方": "engineer", "厂商": "vendor", "廠商": "vendor", "供应商": "vendor",
+                "供應商": "vendor", "第三方": "vendor"},
+    "lang": {"英文": "en", "英语": "en", "英語": "en", "中文": "zh-CN", "简体中文": "zh-CN", "汉语": "zh-CN",
+             "漢語": "zh-CN"},
+    "followup": {"打开": "on", "开启": "on", "关闭": "off"},
+    "remind": {"现在": "now", "马上": "now"},
+}
+
+
 def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
+    if name in _ARGUMENTS and len(args) == 1:
+        args = (_ARGUMENTS[name].get(args[0], args[0]),)
     lowered = tuple(a.lower() for a in args)
     if name == "snooze":
         if len(lowered) == 1 and (m := re.fullmatch(r"(\d{1,3})\s*(?:d|day|days|天)?", lowered[0])):

@@ -195,6 +195,10 @@ def due_now(case: Case, now: datetime, policy: Policy) -> list[SendMail]:
     action = plan_next(case, policy)
     if action is None or action.due > now:
         return []
+    # Overdue after downtime: a customer gets follow-ups only in working hours on a business day, so a
+    # bot that comes back on Sunday night waits for Monday's opening.
+    if not calendar_for(case, policy).in_working_hours(now):
+        return []
     if action.kind == "reminder":
         return [reminder(case, policy)]
     return [closure(case, policy, None, f"auto/{_cycle(case)}")]

@@ -252,6 +252,9 @@ class Service:
         for send in sends:
             self._record_send(case, send, now, report)
             case = self.store.get_case(case.key) or case  # the next mail (a receipt) sees the closure
+        if sends and case.status != CaseStatus.CLOSED:
+            # A reminder sent now (`#remind now`) moves the next step: plan it from the case as it is.
+            self.store.put_case(case.with_(next_action=plan_next(case, self.policy)))
 
     def _unmatched(self, mail: InboundMail, role: Role, commands: list, now: datetime, report: CycleReport,
                    reason: str) -> None:

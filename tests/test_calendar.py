@@ -110,8 +110,12 @@ def test_next_workday_is_strictly_after(day: date, expected: date) -> None:
         # Midday is kept as midday.
         (sh(2021, 4, 12, 12), 3, sh(2021, 4, 15, 12)),
         (sh(2021, 4, 12, 17, 59, 59), 1, sh(2021, 4, 13, 17, 59, 59)),
-        # Counting from a day off: the first step is the first workday after it.
-        (sh(2021, 5, 2, 12), 1, sh(2021, 5, 6, 12)),
+        # Counting from a day off: silence starts at the next opening, so one business day is a whole one
+        # (not the three hours from 09:00 to noon on the first workday after the holiday).
+        (sh(2021, 5, 2, 12), 1, sh(2021, 5, 7, 9)),
+        # A Saturday mail before the make-up workday (Sun 25 Apr 2021): 3 whole business days from Sunday.
+        (sh(2021, 4, 24, 10), 3, sh(2021, 4, 28, 9)),
+        (sh(2021, 4, 24, 19), 3, sh(2021, 4, 28, 9)),
         # A start given in another zone is counted on Shanghai's calendar.
         # 23:00 on 7 Oct in New York is 11:00 on 8 Oct in Shanghai, so the count starts from the 8th.
         (datetime(2021, 10, 7, 23, tzinfo=ZoneInfo("America/New_York")), 1, sh(2021, 10, 9, 11)),
@@ -191,7 +195,10 @@ def test_overrides_win_over_both_libraries() -> None:
     assert cal.is_workday(date(2027, 2, 20))  # Saturday
     assert not cal.is_workday(date(2027, 2, 11))  # a Thursday `holidays` calls a workday
     assert CN.is_workday(date(2027, 2, 11)) and not CN.is_workday(date(2027, 2, 7))
-    assert cal.add_business_days(sh(2027, 2, 5, 10), 1) == sh(2027, 2, 7, 10)
+    # From a Spring Festival day: silence starts on the override's make-up Sunday, and its 11th is off.
+    assert cal.add_business_days(sh(2027, 2, 5, 10), 0) == sh(2027, 2, 7, 9)
+    assert cal.add_business_days(sh(2027, 2, 5, 10), 1) == sh(2027, 2, 12, 9)
+    assert cal.add_business_days(sh(2027, 2, 7, 10), 1) == sh(2027, 2, 12, 10)
 
 
 def test_overrides_apply_to_region_none() -> None:

@@ -103,6 +103,10 @@ def test_close_in_both_languages_sends_the_summary_and_a_receipt(bot: Bot, text:
         ("#跟进 off", lambda c: c.next_action is None),
         ("#waiting vendor", lambda c: c.status == CaseStatus.WAITING_VENDOR and c.next_action is None),
         ("#等待 engineer", lambda c: c.status == CaseStatus.WAITING_ENGINEER),
+        ("#等待 客户", lambda c: c.status == CaseStatus.WAITING_CUSTOMER and c.next_action is not None),
+        ("#等待 厂商", lambda c: c.status == CaseStatus.WAITING_VENDOR and c.next_action is None),
+        ("#语言 英文", lambda c: c.effective_language == "en"),
+        ("#跟进 关闭", lambda c: c.next_action is None and not c.followup_enabled),
         ("#called", lambda c: c.phone_call_logged),
         ("#已致电", lambda c: c.phone_call_logged),
         ("#lang en", lambda c: c.effective_language == "en"),
@@ -117,6 +121,29 @@ def test_each_command_changes_the_case_and_answers_the_engineer(bot: Bot, text: 
     [receipt] = bot.sent(ENGINEER)
     assert bot.sent(CUSTOMER) == []
     assert text.split()[0].lower() in receipt.get_body(("plain",)).get_content().lower()
+
+
+def test_after_remind_now_the_plan_counts_from_that_reminder(bot: Bot) -> None:
+    # Reminder 1 on Fri 16 Apr 09:00 (silence), reminder 2 at once by `#remind now` on Fri 10:00: the last
+    # one allowed, so the closure is next, 2 business days later — and the case file says so too.
+    bot.service.run_once(at("2021-04-16T09:00+08:00"))
+    command(bot, "#remind now", when="2021-04-16T10:00+08:00")
+    case = bot.case()
+    assert case.reminders_sent == 2
+    assert (case.next_action.kind, case.next_action.due) == ("closure", at("2021-04-20T10:00+08:00"))
+    assert bot.store.due_case_keys(at("2021-04-20T10:00+08:00")) == [KEY]
+    bot.service.run_once(at("2021-04-20T10:30+08:00"))
+    assert bot.case().status == CaseStatus.CLOSED
+
+
+def test_an_overdue_reminder_waits_for_working_hours_after_downtime(bot: Bot) -> None:
+    # Reminder due Fri 16 Apr 09:00; the bot comes back on Friday night and on Saturday (a day off in 2021):
+    # the customer hears nothing then, and gets the reminder at Monday's opening.
+    for night in ("2021-04-16T20:00+08:00", "2021-04-17T11:00+08:00", "2021-04-19T08:59+08:00"):
+        bot.service.run_once(at(night))
+        assert bot.sent(CUSTOMER) == [], night
+    bot.service.run_once(at("2021-04-19T09:00+08:00"))
+    assert len(bot.sent(CUSTOMER)) == 1 and bot.case().reminders_sent == 1
 
 
 def test_remind_now_sends_at_once_and_reopen_after_close(bot: Bot) -> None:
