@@ -11,10 +11,10 @@ MASK = "******"
 # `Bypass: yes` are not credentials; `AccessToken: x` is); a quoted value is masked whole.
 _LABELLED = re.compile(
     r"(?P<label>(?:密码|口令|密钥|登录密码|初始密码|验证码|授权码|"
-    r"pass(?:word|wd|phrase|wort)|kennwort|pwd|api[ _-]?key|access[ _-]?key|auth[ _-]?code|"
+    r"pass(?:word|wd|phrase|wort|code)|kennwort|pwd|api[ _-]?key|access[ _-]?key|auth[ _-]?code|"
     r"(?-i:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]))(?:pass|secret|token))"
-    r"\s*(?:\([^)]*\))?\s*(?:为|是)?\s*[:：=]\s*)"
-    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|“[^”\n]*”|[^\s,，;；&]+)",
+    r"[\"']?\s*(?:\([^)]*\))?\s*(?:为|是)?\s*[:：=]\s*)"  # [\"']?: JSON and YAML keys, `"password": "x"`
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|“[^”\n]*”|[^\s,，;；&}\]\"]+)",
     re.IGNORECASE,
 )
 # scheme://user:secret@host — the secret may itself hold an `@` (`p@ss`): it ends at the last `@` before the host.
@@ -27,8 +27,26 @@ _PRIVATE_KEY = re.compile(
 _BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=-]{12,})")
 _KNOWN_TOKENS = re.compile(
     r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|"
-    r"sk-[A-Za-z0-9]{20,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b"
+    r"sk-(?:proj-|ant-|live_|test_)?[A-Za-z0-9_-]{20,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})\b"
 )
+# Without a colon — `密码是 X`, `密码为 X`, `密码 X`, `the password is X` — the words alone do not say a
+# secret follows (`密码是必须的`, `the password is required`): only a value that looks like one is taken:
+# printable ASCII, 4 characters or more, holding a digit or a symbol (trailing punctuation aside).
+_STATED = re.compile(
+    r"(?P<label>(?:密码|口令|密钥)\s*(?:是|为)?\s*|\bpass(?:word|code|phrase)\s+is\s+)(?P<value>[\x21-\x7e]+)",
+    re.IGNORECASE,
+)
+_SECRET_LIKE = re.compile(r"(?=.*[0-9!#$%&*+\-/?@^_~=])[\x21-\x7e]{4,}")
+# mysql, mysqldump, mysqladmin take the password glued to -p: `mysql -uroot -pS3cret db`.
+_MYSQL_P = re.compile(r"(?P<pre>\bmysql(?:dump|admin)?\b[^\n]*?\s-p)(?P<value>[^\s'\"]+|'[^'\n]*'|\"[^\"\n]*\")")
+
+
+def _stated(m: re.Match[str]) -> str:
+    value = m.group("value")
+    core = value.rstrip(".,;:)]}>'\"")  # not `!` or `?`: secrets end in those too
+    if not _SECRET_LIKE.fullmatch(core):
+        return m.group(0)
+    return m.group("label") + MASK + value[len(core):]
 
 
 # Substrings without which a pattern cannot match: most mail holds none, and an `in` test costs far less
@@ -68,6 +86,10 @@ def redact(text: str) -> str:
         text = _BEARER.sub(lambda m: m.group("pre") + MASK, text)
     if _may_hold_token(text):
         text = _KNOWN_TOKENS.sub(MASK, text)
+    if "密码" in text or "口令" in text or "密钥" in text or " is " in text:
+        text = _STATED.sub(_stated, text)
+    if "mysql" in text:
+        text = _MYSQL_P.sub(lambda m: m.group("pre") + MASK, text)
     return text
 
 

@@ -57,6 +57,18 @@ MASKED = [
     ("key AKIAABCDEFGHIJKLMNOP here", "key ****** here"),
     ("ghp_" + "a" * 36, MASK),
     ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXZhbHVl", MASK),
+    ("sk-proj-" + "Ab1_" * 8, MASK),
+    # without a colon: only a value that looks like a secret
+    ("账号 case04027，密码是 Shi-Leak-42", "账号 case04027，密码是 ******"),
+    ("密码为 Shi-Leak-42。", "密码为 ******。"),
+    ("密码 Abc12345", "密码 ******"),
+    ("口令 s3cr3t!", "口令 ******"),
+    ("the password is hunter2.", "the password is ******."),
+    ("Passcode is 0x41!z", "Passcode is ******"),
+    ('{"password": "two words"}', '{"password": ******}'),
+    ("passcode: 7788", "passcode: ******"),
+    ("mysql -uroot -pS3cret-x db", "mysql -uroot -p****** db"),
+    ("mysqldump -h db -p'two words' x", "mysqldump -h db -p****** x"),
 ]
 
 
@@ -71,6 +83,14 @@ LEFT_ALONE = [
     "密码是必须的",  # `是` without a colon: prose
     "Password reset link sent",
     "passwords: are fine",
+    "请修改密码 后重启",
+    "密码长度为 8 位以上",
+    "密码为 8 位",
+    "密码 reset 之后再试",
+    "The password is required.",
+    "the password is in the vault",
+    "mysql -h db -p",  # -p alone: mysql asks for it
+    "pip install -pre",
     "Passport: E1234567",
     "Compass: north",
     "Bypass: yes",
