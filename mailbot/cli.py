@@ -294,6 +294,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         send = replace(reminder(case, service.policy), template=args.template, reminder_number=number)
     elif args.template == "closure":
         send = closure(case, service.policy, case.closure, "preview")
+    elif args.template == "notice":
+        send = SendMail("preview", case.key, EntryKind.RECEIPT, "notice", case.engineers or ("engineer@example",),
+                        receipt=Receipt("", False, "mail to customer@example bounced; no more reminders go there",
+                                        ("(the subject of the bounced mail)",), kind="bounce"))
     else:
         send = SendMail("preview", case.key, EntryKind.RECEIPT, "receipt", case.engineers or ("engineer@example",),
                         receipt=Receipt("#status", True, "preview", ("details appear here",)))

@@ -42,6 +42,10 @@ class Receipt:
     ok: bool
     message: str
     details: tuple[str, ...] = ()
+    # "command": the answer to an engineer's own command (template `receipt`). A notice to the case's
+    # engineers about something else (template `notice`): "refused" (someone else's command), "bounce"
+    # (a customer's address bounced), "undeliverable" (the server refused a mail for good).
+    kind: str = "command"
 
 
 @dataclass(frozen=True)
@@ -238,20 +242,23 @@ def apply_commands(
             return case, []
         noted = case.with_(notes=(*case.notes, f"{now.isoformat()} {reason} ({raw})"))
         notice = SendMail(
-            action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="receipt",
-            to=case.engineers, receipt=Receipt(raw, False, reason), in_reply_to=mail.message_id,
+            action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="notice",
+            to=case.engineers, in_reply_to=mail.message_id,
+            receipt=Receipt(raw, False, localize(reason, False, case.effective_language), kind="refused"),
         )
         return noted, [notice]
     if reason_not_to_answer(mail, role):
         return case, []
     sends: list[SendMail] = []
-    results: list[tuple[bool, str]] = []
+    results: list[tuple[bool, str, str]] = []
     for command in commands:
         case, ok, message, extra = _apply_one(case, command, mail, now, policy, language)
-        results.append((ok, f"{command.raw}: {localize(message, ok, language)}"))
+        results.append((ok, command.raw, message))
         sends.extend(extra)
+    # The receipt speaks the case's language as the commands left it (`#lang en` is answered in English).
+    language = case.effective_language if case is not None else language
     ok = all(r[0] for r in results)
-    details = tuple(r[1] for r in results)
+    details = tuple(f"{raw}: {localize(message, done, language)}" for done, raw, message in results)
     if any(c.name == "help" for c in commands):
         details += tuple(HELP.get(language, HELP["en"]))
     if any(c.name == "status" for c in commands) and case is not None:
@@ -290,6 +297,11 @@ _ZH = [(re.compile(p), r) for p, r in (
     (r"^unknown command.*$", "未知指令"),
     (r"^bad date.*$", "日期无效"),
     (r"^expected.*$", "格式不对"),
+    (r"^refused: (.+) is not an engineer$", r"已拒绝：\1 不是工程师"),
+    (r"^refused: no DKIM/DMARC pass.*$", "已拒绝：发件人的 DKIM/DMARC 验证未通过"),
+    (r"^refused: no Authentication-Results.*$", "已拒绝：收信服务器没有给出发件人验证结果"),
+    (r"^mail to (.+) bounced; no more reminders go there$", r"发往 \1 的邮件被退回，此后不再向该地址发送提醒"),
+    (r"^could not deliver to (.+?): (.*)$", r"无法投递到 \1：\2"),
 )]
 
 

@@ -17,7 +17,7 @@ from mailbot.compose import make_message_id
 from mailbot.decide import SendMail
 from mailbot.models import Case, EntryKind, OutboundMail
 
-TEMPLATE_NAMES = ("reminder", "reminder2", "closure", "receipt")
+TEMPLATE_NAMES = ("reminder", "reminder2", "closure", "receipt", "notice")
 LANGUAGES = ("zh-CN", "en")
 REPLY_PREFIX = {"zh-CN": "回复: ", "en": "Re: "}
 # An out-of-office is not a message anyone answers: thread under the last real one.
@@ -106,6 +106,8 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
         ),
         "customer_name": case.name_of(first_customer),
         "engineer_name": case.name_of(engineer),
+        # Whom this mail greets: a receipt goes to the engineer who sent the command, not always the case's.
+        "recipient_name": case.name_of(send.to[0]) if send.to else "",
         "bot_name": me.name,
         "reminder_number": send.reminder_number,
         "phone_call_logged": case.phone_call_logged,
@@ -132,6 +134,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
             ok=receipt.ok if receipt else True,
             message=receipt.message if receipt else "",
             details=list(receipt.details) if receipt else [],
+            kind=receipt.kind if receipt else "",
         ),
         "now": _local(now, zone, "%Y-%m-%d"),
     }
@@ -178,7 +181,9 @@ def outbound(
         subject = with_reply_prefix(subject, language)
     in_reply_to, references = _thread(case, send.in_reply_to)
     engineer_name = ctx["engineer_name"]
-    from_name = f"{engineer_name} via {me.name}" if show_engineer_name and engineer_name else me.name
+    # "Li Qi via casebot" on what goes to the customer; receipts and notices to engineers come from the bot.
+    speaks_for_engineer = show_engineer_name and engineer_name and send.kind != EntryKind.RECEIPT
+    from_name = f"{engineer_name} via {me.name}" if speaks_for_engineer else me.name
     return OutboundMail(
         action_id=send.action_id,
         case_key=case.key,

@@ -24,6 +24,7 @@ from mailbot.decide import (
     apply_commands,
     calendar_for,
     due_now,
+    localize,
     plan_next,
     reason_not_to_answer,
 )
@@ -286,11 +287,11 @@ class Service:
         failed = mail.bounced_recipients or ()
         if not case.engineers or not failed:
             return []
+        why = f"mail to {', '.join(failed)} bounced; no more reminders go there"
         return [SendMail(
             action_id=f"{case.key}/bounce/{','.join(sorted(failed))}", case_key=case.key,
-            kind=EntryKind.RECEIPT, template="receipt", to=case.engineers,
-            receipt=Receipt("bounce", False, f"mail to {', '.join(failed)} bounced; no more reminders go there",
-                            (mail.subject,)),
+            kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
+            receipt=Receipt("", False, localize(why, False, case.effective_language), (mail.subject,), kind="bounce"),
         )]
 
     # --- sending -----------------------------------------------------------------------------------
@@ -474,10 +475,12 @@ class Service:
             case = case.with_(next_action=plan_next(case, self.policy))
         self.store.put_case(case)
         if case.engineers:
+            why = f"could not deliver to {', '.join(failed)}: {reason}"
             notice = SendMail(
                 action_id=f"{entry['action_id']}/failed", case_key=case.key, kind=EntryKind.RECEIPT,
-                template="receipt", to=case.engineers,
-                receipt=Receipt(entry["kind"], False, f"could not deliver to {', '.join(failed)}: {reason}"),
+                template="notice", to=case.engineers,
+                receipt=Receipt("", False, localize(why, False, case.effective_language), (entry["subject"],),
+                                kind="undeliverable"),
             )
             self._record_send(case, notice, now, report)
 

@@ -34,21 +34,24 @@ def case(language: str, **changes) -> Case:
 
 def send(template: str, **kw) -> SendMail:
     kind = {"reminder": EntryKind.REMINDER, "reminder2": EntryKind.REMINDER, "closure": EntryKind.CLOSURE,
-            "receipt": EntryKind.RECEIPT}[template]
+            "receipt": EntryKind.RECEIPT, "notice": EntryKind.RECEIPT}[template]
     return SendMail(f"CAS-04027-B7D2Z5/{template}", "CAS-04027-B7D2Z5", kind, template, ("yang@customer.example",),
                     ("liqi@support.example",), reminder_number=2 if template == "reminder2" else 1, **kw)
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
-@pytest.mark.parametrize("template", ["reminder", "reminder2", "closure", "receipt"])
+@pytest.mark.parametrize("template", ["reminder", "reminder2", "closure", "receipt", "notice"])
 def test_every_template_renders_as_a_proper_reply(language: str, template: str) -> None:
     extra = {"receipt": Receipt("#status", True, "done", ("status: waiting_customer",))} if template == "receipt" else {}
+    if template == "notice":
+        extra = {"receipt": Receipt("#close", False, "refused: x@y.example is not an engineer", kind="refused")}
     out = outbound(environment(ROOT / "templates"), case(language), send(template, **extra), ME, NOW, True, 3)
     assert "\n" not in out.subject and out.subject.strip()
     assert out.text.strip() and out.html and "<script>" not in out.html
     assert out.message_id.endswith("@support.example>")
-    assert out.from_name == "Li Qi via casebot"
-    if template != "receipt":
+    # What goes to the customer speaks for the engineer; what goes to engineers comes from the bot.
+    assert out.from_name == ("casebot" if template in ("receipt", "notice") else "Li Qi via casebot")
+    if template not in ("receipt", "notice"):
         assert out.subject == ("回复: " if language == "zh-CN" else "Re: ") + case(language).subject
         assert out.in_reply_to == "<initial@support.example>"
         assert out.references == ("<initial@support.example>",)
@@ -113,3 +116,27 @@ def test_the_quote_of_the_last_request_keeps_the_substance(text: str, lines: lis
     from mailbot.render import quote_lines
 
     assert quote_lines(text, "Li Qi") == (lines, truncated)
+
+
+def test_a_receipt_greets_the_engineer_who_sent_the_command() -> None:
+    other = case("zh-CN").with_(contact_names=(("liqi@support.example", "Li Qi"), ("zhang@support.example", "张伟")))
+    receipt = SendMail("r", other.key, EntryKind.RECEIPT, "receipt", ("zhang@support.example",),
+                       receipt=Receipt("#close", True, "已完成"))
+    out = outbound(environment(ROOT / "templates"), other, receipt, ME, NOW, True, 3)
+    assert out.text.startswith("张伟，你好：") and "Li Qi" not in out.text and out.from_name == "casebot"
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+@pytest.mark.parametrize(("kind", "zh", "en"), [
+    ("refused", "发件人无权操作本案例", "from someone who may not steer it"),
+    ("bounce", "发给客户的邮件被退回", "bounced"),
+    ("undeliverable", "无法投递", "could not be delivered"),
+])
+def test_notices_to_engineers_say_what_happened_not_your_command(language: str, kind: str, zh: str, en: str) -> None:
+    notice = SendMail("n", "CAS-04027-B7D2Z5", EntryKind.RECEIPT, "notice", ("liqi@support.example",),
+                      receipt=Receipt("", False, "why", ("RE: the subject",), kind=kind))
+    out = outbound(environment(ROOT / "templates"), case(language), notice, ME, NOW, True, 3)
+    assert (zh if language == "zh-CN" else en) in out.text and (zh if language == "zh-CN" else en) in out.html
+    assert "你发来的指令" not in out.text and "Your command" not in out.text
+    assert "RE: the subject" in out.text
+    assert out.text.startswith("Li Qi，你好：" if language == "zh-CN" else "Hi Li Qi,")

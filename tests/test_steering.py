@@ -183,7 +183,19 @@ def test_a_customer_cannot_close_the_case(bot: Bot) -> None:
     assert any("refused" in n for n in case.notes)
     assert bot.sent(CUSTOMER) == []  # never answer the sender of a refused command
     [notice] = bot.sent(ENGINEER)
-    assert "not an engineer" in notice.get_body(("plain",)).get_content()
+    text = notice.get_body(("plain",)).get_content()
+    # A notice about someone else's command, in the case's language, not "the command you sent":
+    assert "发件人无权操作本案例" in text and "已拒绝：yang@customer.example 不是工程师" in text
+    assert "not an engineer" in text  # the exact English reason stays beside the Chinese
+    assert "你发来的指令" not in text and notice["Subject"] == "[mailbot] CAS-04027-B7D2Z5：已拒绝一条指令"
+
+
+def test_lang_en_is_answered_in_english(bot: Bot) -> None:
+    command(bot, "#lang en")
+    [receipt] = bot.sent(ENGINEER)
+    text = receipt.get_body(("plain",)).get_content()
+    assert text.startswith("Hi,") and "#lang en: language set to en" in text and "Note:     done" in text
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in text.replace(bot.case().title, ""))
 
 
 def test_a_forged_engineer_command_with_failed_dkim_is_refused(make_settings) -> None:
@@ -254,7 +266,10 @@ def test_a_bounce_marks_the_address_and_tells_the_engineers_once(bot: Bot) -> No
     assert case.failed_addresses == (CUSTOMER,)
     assert [e.kind for e in case.timeline].count(EntryKind.BOUNCE) == 2
     assert case.next_action is None
-    assert len(bot.sent(ENGINEER)) == 1
+    [notice] = bot.sent(ENGINEER)
+    text = notice.get_body(("plain",)).get_content()
+    assert "发给客户的邮件被退回" in text and "发往 yang@customer.example 的邮件被退回" in text
+    assert "你发来的指令" not in text
     assert len(bot.sent(CUSTOMER)) == 1  # nothing more to the dead address
 
 
