@@ -19,6 +19,7 @@ from typing import Any
 
 from mailbot import __version__
 from mailbot.config import ConfigError, Settings, load
+from mailbot.mailbox.maildir import MaildirProblem
 from mailbot.storage import StoreCorrupt, StoreWriteError
 
 
@@ -39,6 +40,8 @@ def _now(value: str | None) -> datetime:
         raise UsageError(f"--now {value!r}: expected ISO-8601 with offset, e.g. 2021-04-15T10:00:00+08:00") from None
     if d.tzinfo is None:
         raise UsageError(f"--now {value!r}: expected an offset, e.g. 2021-04-15T10:00:00+08:00")
+    if not 1970 <= d.year <= 9000:  # the calendar counts years ahead: year 9999 has no next one
+        raise UsageError(f"--now {value!r}: expected a year from 1970 to 9000")
     return d.astimezone(UTC)
 
 
@@ -356,7 +359,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
     except ConfigError as e:
-        print(f"FAIL config: {e}")
+        if args.json:
+            _print_json([{"check": "config", "ok": False, "detail": str(e)}])
+        else:
+            print(f"FAIL config: {e}")
         return 2
     return run_checks(settings, _now(args.now), as_json=args.json)
 
@@ -435,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeProblem as e:
         print(f"mailbot: {e}", file=sys.stderr)
         return 1
-    except (StoreCorrupt, StoreWriteError) as e:  # found while running: a corrupt shard, a full disk
+    except (StoreCorrupt, StoreWriteError, MaildirProblem) as e:  # a corrupt shard, a full disk, a bad Maildir
         print(f"mailbot: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

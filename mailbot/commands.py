@@ -116,7 +116,7 @@ def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
 def _is_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `America` is a folder of tzdata, not a zone
         return False
     return "/" in name or name == "UTC"
 

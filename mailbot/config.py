@@ -141,6 +141,18 @@ def _int_at_least(low: int) -> Callable[[Any], int]:
     return conv
 
 
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    at_least = _int_at_least(low)
+
+    def conv(v: Any) -> int:
+        n = at_least(v)
+        if n > high:
+            raise ValueError(f"expected an integer from {low} to {high}")
+        return n
+
+    return conv
+
+
 def _one_of(*choices: str) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         if v not in choices:
@@ -175,7 +187,7 @@ def _regex(v: Any) -> re.Pattern[str]:
     s = _str(v)
     try:
         return re.compile(s, re.IGNORECASE)
-    except re.error as e:
+    except (re.error, OverflowError, RecursionError) as e:  # `a{99999999999}`, absurd nesting
         raise ValueError(f"expected a valid regular expression ({e})") from None
 
 
@@ -194,7 +206,7 @@ def _timezone(v: Any) -> str:
     s = _str(v)
     try:
         ZoneInfo(s)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: `America` is a folder of tzdata
         raise ValueError("expected an IANA time zone such as 'Asia/Shanghai'") from None
     return s
 
@@ -209,8 +221,10 @@ def _hours(v: Any) -> tuple[time, time]:
         if len(items) != 2:
             raise ValueError
         start, end = (time.fromisoformat(x) for x in items)
+        if start.tzinfo is not None or end.tzinfo is not None:  # hours are local to each case's zone
+            raise ValueError
     except ValueError:
-        raise ValueError('expected two times like ["09:00", "18:00"]') from None
+        raise ValueError('expected two times like ["09:00", "18:00"], without an offset') from None
     if not start < end:
         raise ValueError("expected the opening time before the closing time")
     return start, end
@@ -231,7 +245,7 @@ SCHEMA: _Schema = {
         "state_dir": ("state", _str),
         "log_level": ("INFO", _log_level),
         "log_json": (False, _bool),
-        "parse_workers": (0, _int_at_least(0)),
+        "parse_workers": (0, _int_between(0, 64)),
     },
     "engineers": {
         "addresses": ([], _addresses),
@@ -312,17 +326,22 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
             raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SCHEMA)})")
     s = {name: _section(raw, name) for name in SCHEMA}
 
-    def path(p: str) -> Path:
-        q = Path(p).expanduser()
+    def path(p: str, key: str) -> Path:
+        if "\x00" in p:
+            raise ConfigError(f"{key}: expected a path, got one with a NUL character")
+        try:
+            q = Path(p).expanduser()
+        except RuntimeError as e:  # `~nosuchuser/x`
+            raise ConfigError(f"{key}: {e} ({p!r})") from None
         return q if q.is_absolute() else (base_dir / q)
 
-    bot = BotSettings(**{**s["bot"], "state_dir": path(s["bot"]["state_dir"])})
-    mailbox = MailboxSettings(**{**s["mailbox"], "path": path(s["mailbox"]["path"])})
+    bot = BotSettings(**{**s["bot"], "state_dir": path(s["bot"]["state_dir"], "[bot] state_dir")})
+    mailbox = MailboxSettings(**{**s["mailbox"], "path": path(s["mailbox"]["path"], "[mailbox] path")})
     if mailbox.kind == "imap" and not mailbox.username:
         raise ConfigError("[mailbox] username: expected the IMAP login name when kind = 'imap'")
     overrides = s["followup"]["holiday_overrides"]
     followup = FollowupSettings(
-        **{**s["followup"], "holiday_overrides": path(overrides) if overrides else None}
+        **{**s["followup"], "holiday_overrides": path(overrides, "[followup] holiday_overrides") if overrides else None}
     )
     return Settings(
         bot=bot,
@@ -347,4 +366,6 @@ def load(path: Path) -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return from_dict(raw, path.resolve().parent, source=path)

@@ -51,6 +51,9 @@ def _mailbox(settings: Settings, now: datetime) -> str:
     if settings.mailbox.kind == "maildir":
         path = settings.mailbox.path
         for sub in ("new", "cur", "tmp"):
+            for part in (path, path / sub):
+                if part.exists() and not part.is_dir():
+                    raise RuntimeError(f"{part} is a file, not a folder: move it away (`mailbot run` cannot use it)")
             if not (path / sub).is_dir():
                 raise RuntimeError(f"{path} is not a Maildir yet (no {sub}/); `mailbot run` creates it")
         if not os.access(path / "new", os.W_OK):

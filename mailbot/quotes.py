@@ -95,6 +95,27 @@ def _trim(lines: list[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+_LONG_SPACE = re.compile(r"[ \t\u3000\xa0]{200,}")
+_MANY_BLANK_LINES = 50
+
+
+def _for_the_library(lines: list[str]) -> tuple[list[str], list[int]]:
+    """What mail-parser-reply is shown, and where each of its lines came from. Its regexes take quadratic
+    time on long runs of whitespace (measured: 20,000 blank lines 20 s, 20,000 spaces 1.8 s), which anyone
+    can send: a run of more than 50 blank lines is shortened to 50, a run of 200 spaces or more to eight.
+    Ordinary mail is shown as it is."""
+    shown: list[str] = []
+    origin: list[int] = []
+    blanks = 0
+    for i, line in enumerate(lines):
+        blanks = blanks + 1 if not line.strip() else 0
+        if blanks > _MANY_BLANK_LINES:
+            continue
+        shown.append(_LONG_SPACE.sub(" " * 8, line))
+        origin.append(i)
+    return shown, origin
+
+
 def split_reply(text: str) -> tuple[str, str]:
     """Return (new text, quoted history). Never raises; when in doubt, keeps the text as new."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -110,17 +131,20 @@ def split_reply(text: str) -> tuple[str, str]:
     head_lines = lines[:cut] if cut is not None else lines
     history = lines[cut:] if cut is not None else []
     head = "\n".join(head_lines).strip("\n")
+    ours = head.split("\n")
+    shown, origin = _for_the_library(ours)
+    seen = "\n".join(shown)
     try:
-        latest = _PARSER.parse_reply(text=head)
+        latest = _PARSER.parse_reply(text=seen)
     except Exception:  # a third-party regex engine on hostile input: keep our own cut
         latest = None
-    if latest is not None and latest.strip() and len(latest.strip()) < len(head.strip()):
+    if latest is not None and latest.strip() and len(latest.strip()) < len(seen.strip()):
         # mail-parser-reply strips every line; map its cut back onto our lines to keep indentation
         # (pasted logs and command output).
-        ours = head.split("\n")
         theirs = latest.split("\n")
-        if len(theirs) <= len(ours) and all(a.strip() == b.strip() for a, b in zip(theirs, ours, strict=False)):
-            head, rest = "\n".join(ours[: len(theirs)]), ours[len(theirs) :]
+        if len(theirs) <= len(shown) and all(a.strip() == b.strip() for a, b in zip(theirs, shown, strict=False)):
+            cut = origin[len(theirs)] if len(theirs) < len(origin) else len(ours)
+            head, rest = "\n".join(ours[:cut]), ours[cut:]
         else:
             head, rest = latest, []
         if any(line.strip() for line in rest):

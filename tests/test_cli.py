@@ -286,3 +286,41 @@ def test_explain_says_where_a_mail_would_land_given_the_store(with_case: Path, s
     assert lands("03") == "threaded into the existing case CAS-04027-B7D2Z5"
     code, out, _ = run(capsys, "explain", str(next(scenario_dir.glob("03-*.eml"))), "--config", str(with_case))
     assert "lands in" in out and "threaded into the existing case" in out
+
+
+@pytest.mark.parametrize("now", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "9999-06-01T00:00:00+00:00"])
+def test_a_now_beyond_the_calendar_is_a_usage_error(config: Path, now: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["plan"], ["run", "--once"]):
+        code, _, err = run(capsys, *command, "--config", str(config), "--now", now)
+        assert code == 2 and "expected a year from 1970 to 9000" in err and len(err.strip().splitlines()) == 1
+
+
+def test_doctor_json_reports_a_bad_config_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.toml").write_text('[bot]\ntimezone = ""\n', encoding="utf-8")
+    code, out, _ = run(capsys, "doctor", "--json", "--config", str(tmp_path / "bad.toml"))
+    assert code == 2 and json.loads(out)[0]["check"] == "config" and not json.loads(out)[0]["ok"]
+
+
+@pytest.mark.parametrize("blocker", ["maildir", "maildir/new"])
+def test_a_maildir_part_that_is_a_file_is_one_line(config: Path, blocker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    target = config.parent / blocker
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("not a folder")
+    code, _, err = run(capsys, "run", "--once", "--config", str(config))
+    assert code == 1 and f"{target} is a file, not a folder" in err and "unexpected" not in err
+    code, out, _ = run(capsys, "doctor", "--config", str(config))
+    assert "is a file, not a folder" in out
+
+
+def test_requeue_takes_exact_names(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    quarantine = config.parent / "maildir" / ".Quarantine" / "cur"
+    quarantine.mkdir(parents=True)
+    for name in ("m174", "m187"):
+        (quarantine / f"{name}:2,").write_bytes(b"broken")
+    for wrong in ("m1", "m1*", ""):
+        code, out, _ = run(capsys, "requeue", wrong, "--config", str(config))
+        assert code == 0 and "requeued 0 of 1" in out
+    code, out, _ = run(capsys, "requeue", "m174", "--config", str(config))
+    assert code == 0 and "requeued 1 of 1" in out
+    assert (config.parent / "maildir" / "new" / "m174").read_bytes() == b"broken"
+    assert [p.name for p in quarantine.iterdir()] == ["m187:2,"]

@@ -58,6 +58,10 @@ ARGS = [
     ("#followup OFF", {"args": ("OFF",)}),
     ("#followup", {"error": "expected '#followup on' or '#followup off'"}),
     ("#followup maybe", {"error": "expected '#followup on' or '#followup off'"}),
+    ("#timezone America", {"error": "expected an IANA time zone, e.g. '#timezone Europe/Berlin'"}),  # a tzdata folder
+    ("#timezone Etc", {"error": "expected an IANA time zone, e.g. '#timezone Europe/Berlin'"}),
+    ("#等待 客户", {"args": ("customer",)}),
+    ("#语言 英文", {"args": ("en",)}),
     ("#remind later", {"error": "expected '#remind now'"}),
     ("#waiting boss", {"error": "expected '#waiting customer', 'engineer' or 'vendor'"}),
     ("#waiting", {"error": "expected '#waiting customer', 'engineer' or 'vendor'"}),

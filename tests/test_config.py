@@ -47,6 +47,13 @@ def test_an_empty_file_gives_the_embedded_default(tmp_path: Path) -> None:
         ("[mailbox]\nkind = 'imap'\nusername = ''\n", "[mailbox] username: expected the IMAP login name"),
         ("[smtp]\nport = 0\n", "[smtp] port: expected an integer >= 1"),
         ("[bot]\nparse_workers = -1\n", "[bot] parse_workers: expected an integer >= 0"),
+        ("[bot]\nparse_workers = 100000\n", "[bot] parse_workers: expected an integer from 0 to 64"),
+        ("[bot]\ntimezone = 'America'\n", "[bot] timezone: expected an IANA time zone"),  # a tzdata folder
+        ("[bot]\nstate_dir = '~nosuchuser-mailbot/x'\n", "[bot] state_dir:"),
+        ('[bot]\nstate_dir = "a\\u0000b"\n', "[bot] state_dir: expected a path"),
+        ("[followup]\nworking_hours = ['09:00+08:00', '18:00']\n", "[followup] working_hours: expected two times"),
+        ("[cases]\npatterns = ['a{99999999999}']\n", "[cases] patterns: expected a valid regular expression"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML"),
         ("[bot\n", "not valid TOML"),
     ],
 )

@@ -3,6 +3,7 @@ limit, leaving out the refs the service is still working on, and never what was 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,16 @@ def test_the_next_batch_is_read_while_the_last_is_still_pending(box: MaildirMail
     assert bodies(box.fetch_new()) == ["3", "4", "5"]
     assert bodies(box.fetch_new(skip={m.ref for m in second})) == ["5"]
     assert box.fetch_new(limit=0) == []
+
+
+def test_a_folder_or_a_pipe_in_new_holds_nothing_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "maildir"
+    deliver(root, mail(1), name="002.mail")
+    (root / "new" / "001.folder").mkdir()
+    os.mkfifo(root / "new" / "000.pipe")  # reading it would wait for ever
+    box = MaildirMailbox(root)
+    assert bodies(box.fetch_new(limit=1)) == ["1"]
+    assert bodies(box.fetch_new()) == ["1"]
+    assert caplog.text.count("is not a mail file") == 2  # said once each
+    box.mark_processed(["002.mail"])
+    assert sorted(p.name for p in (root / "new").iterdir()) == ["000.pipe", "001.folder"]  # left as they are

@@ -616,3 +616,39 @@ def test_empty_input_is_a_parse_failure(raw: bytes) -> None:
 def test_bare_cr_mail_is_read() -> None:
     m = ok(b"From: a@example.test\rSubject: bare CR\rMessage-ID: <cr@x>\r\rbody\rline 2\r")
     assert (m.subject, m.message_id, m.new_text) == ("bare CR", "<cr@x>", "body\nline 2")
+
+
+# --- input built to be slow: the same answers, in linear time (bench/hostile.py prints the times) ------
+
+
+def test_html_comments_are_dropped_in_one_pass_and_an_unclosed_one_runs_to_the_end() -> None:
+    from mailbot.htmltext import html_to_text
+
+    assert html_to_text("<p>a<!-- hidden --></p><!--[if mso]><p>outlook only</p><![endif]--><p>b</p>") == "a\n\nb"
+    assert html_to_text("<p>kept</p><!-- never closed <p>gone</p>") == "kept"
+    assert html_to_text("<p>ok</p>" + "<!--" * 1000) == "ok"
+
+
+def test_html_that_never_closes_its_tags_reads_as_text() -> None:
+    from mailbot.htmltext import html_to_text
+
+    assert html_to_text("<p>hello</p><a <a x") == "hello\n<a <a x"
+    assert html_to_text("<b>bold</b> 1 < 2") == "bold 1 < 2"
+
+
+def test_long_runs_of_blank_lines_or_spaces_keep_the_mail_as_written() -> None:
+    text = "Thanks, all good now." + "\n" * 400 + "Li Qi\n\nOn Mon, 12 Apr 2021, Yang wrote:\n> old"
+    new, history = split_reply(text)
+    assert new.startswith("Thanks, all good now.") and new.endswith("Li Qi")
+    assert history == "On Mon, 12 Apr 2021, Yang wrote:\n> old"
+    assert new.count("\n") == 400  # the blank lines are the sender's, not shortened
+    spaced = "mysql" + " " * 5000 + "x"
+    assert split_reply(spaced) == (spaced, "")
+
+
+def test_a_references_field_of_thousands_of_ids_keeps_the_first_and_the_latest() -> None:
+    refs = " ".join(f"<id{n}@example.test>" for n in range(5000))
+    m = ok(mail(b"From: a@example.test", f"References: {refs}".encode()))
+    assert len(m.references) == 100
+    assert m.references[0] == "<id0@example.test>" and m.references[-1] == "<id4999@example.test>"
+    assert m.references[1] == "<id4901@example.test>"

@@ -4,8 +4,10 @@ ever deleted."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Collection
 from itertools import count
@@ -15,11 +17,20 @@ from mailbot.mailbox.base import FetchedMail
 from mailbot.storage import fsync_dir
 
 _SEQ = count()
+log = logging.getLogger("mailbot")
+
+
+class MaildirProblem(RuntimeError):
+    """The Maildir cannot be used as it is (a part of it is a file): one line for the user, exit 1."""
 
 
 def ensure_maildir(path: Path) -> None:
     for sub in ("new", "cur", "tmp"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (path, path / sub) if p.exists() and not p.is_dir()), path / sub)
+            raise MaildirProblem(f"{path} is not a usable Maildir: {blocker} is a file, not a folder") from None
 
 
 def unique_name() -> str:
@@ -45,20 +56,33 @@ class MaildirMailbox:
     def __init__(self, path: Path, quarantine_folder: str = "Quarantine") -> None:
         self.path = path
         self.quarantine_path = path / f".{quarantine_folder}"
+        self._not_mail: set[str] = set()
         ensure_maildir(path)
 
     def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
         names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith(".") and n not in skip)
-        if limit is not None:
-            names = names[:limit]
-        mails = []
+        mails: list[FetchedMail] = []
         for name in names:
+            if limit is not None and len(mails) >= limit:
+                break
+            path = self.path / "new" / name
             try:
-                raw = (self.path / "new" / name).read_bytes()
+                # Only a regular file is a mail: a folder or a pipe left in new/ (by hand, by a broken
+                # delivery agent) is not read — reading a pipe would wait for ever — and holds nothing up.
+                if not stat.S_ISREG(path.lstat().st_mode):
+                    self._note_not_mail(name)
+                    continue
+                raw = path.read_bytes()
             except FileNotFoundError:  # another reader took it meanwhile
                 continue
             mails.append(FetchedMail(ref=name, raw=raw))
         return mails
+
+    def _note_not_mail(self, name: str) -> None:
+        if name not in self._not_mail:
+            self._not_mail.add(name)
+            log.warning("- %s is not a mail file (a folder, a pipe, a link?); it stays in new/, untouched",
+                        self.path / "new" / name)
 
     def mark_processed(self, refs: list[str]) -> None:
         for ref in refs:
@@ -73,11 +97,18 @@ class MaildirMailbox:
         self._move(self.path / "new" / ref, self.quarantine_path / "cur" / f"{ref}:2,")
 
     def requeue(self, ref: str) -> bool:
-        """Put a quarantined message back into new/ for another try (after a fix or an upgrade)."""
+        """Put a quarantined message back into new/ for another try (after a fix or an upgrade). `ref` is
+        the file's name as listed by `mailbot cases` (in cur/ it carries the Maildir info suffix `:2,…`)."""
+        if not ref or "/" in ref or ref in (".", ".."):
+            return False
         for sub in ("cur", "new"):
-            for candidate in (self.quarantine_path / sub).glob(f"{ref}*"):
-                self._move(candidate, self.path / "new" / ref)
-                return True
+            folder = self.quarantine_path / sub
+            if not folder.is_dir():
+                continue
+            for candidate in folder.iterdir():
+                if candidate.name == ref or candidate.name.startswith(ref + ":"):
+                    self._move(candidate, self.path / "new" / ref)
+                    return True
         return False
 
     def close(self) -> None:
