@@ -172,16 +172,21 @@ def read_document(path: Path, empty_ok: bool = False) -> dict[str, Any] | None:
             if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
                 problem = "it does not hold a TinyDB document store"
     if problem:
-        # One copy per corrupt content: a service restarted in a loop must not fill the disk with copies.
-        same = [p for p in sorted(path.parent.glob(f"{glob.escape(path.name)}.corrupt-*")) if p.read_bytes() == raw]
-        backup = same[0] if same else path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        if not backup.exists():
-            shutil.copy2(path, backup)
-        raise StoreCorrupt(
-            f"{path} is not valid JSON ({problem}); a copy was kept at {backup}. "
-            "Restore the file from a backup or move it away; mailbot will not overwrite it"
-        )
+        raise corrupt_file(path, raw, f"is not valid JSON ({problem})")
     return data
+
+
+def corrupt_file(path: Path, raw: bytes, what: str) -> StoreCorrupt:
+    """The error for a state file that cannot be used as it is, with a `.corrupt-<time>` copy kept beside it
+    (one per distinct content: a service restarted in a loop must not fill the disk with copies)."""
+    same = [p for p in sorted(path.parent.glob(f"{glob.escape(path.name)}.corrupt-*")) if p.read_bytes() == raw]
+    backup = same[0] if same else path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+    if not backup.exists():
+        shutil.copy2(path, backup)
+    return StoreCorrupt(
+        f"{path} {what}; a copy was kept at {backup}. "
+        "Restore the file from a backup or move it away; mailbot will not overwrite it"
+    )
 
 
 class BufferedAtomicStorage(Storage):

@@ -62,6 +62,7 @@ from mailbot.storage import (
     BufferedAtomicStorage,
     StoreCorrupt,
     atomic_write_bytes,
+    corrupt_file,
     dump_document,
     read_document,
     write_batch,
@@ -92,10 +93,27 @@ class _Health:
 
     def read(self, path: Path) -> dict[str, Any] | None:
         try:
-            return read_document(path)
+            data = read_document(path)
+            # Valid JSON is not enough: a document without its key would be skipped silently, and the next
+            # commit would write the file again without it (a case's history lost).
+            if data is not None and not all(isinstance(d, dict) and isinstance(d.get("_k"), str)
+                                            for table in data.values() for d in table.values()):
+                raise corrupt_file(path, path.read_bytes(), "holds a document without its key (_k)")
+            return data
         except StoreCorrupt as e:
             self.corrupt = self.corrupt or e
             raise
+
+    def unreadable(self, path: Path | None, what: str, error: Exception) -> StoreCorrupt:
+        """A document that is valid JSON but not what mailbot wrote (a field missing or mangled): from now on
+        nothing is written, as for a file that is not JSON at all."""
+        why = f"{type(error).__name__}: {error}"
+        if path is not None and path.exists():
+            e = corrupt_file(path, path.read_bytes(), f"holds {what} that cannot be read ({why})")
+        else:  # the in-memory twin, or a document not yet on disk
+            e = StoreCorrupt(f"{what} cannot be read ({why}); mailbot will not overwrite it")
+        self.corrupt = self.corrupt or e
+        return e
 
 
 def _docs_of(data: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -272,10 +290,13 @@ class _RunIndex:
         if self.dir is not None:
             manifest = health.read(self.dir / "runs.json")
             for entry in _docs_of(manifest).values():
-                number = int(entry["_k"])
-                fp_doc = health.read(self._fp_path(number))
-                fps = array("I") if fp_doc is None else _fp_decode(next(iter(_docs_of(fp_doc).values()))["fp"])
-                self.runs.append(_Run(number, int(entry["count"]), int(entry["parts"]), fps))
+                try:
+                    number = int(entry["_k"])
+                    fp_doc = health.read(self._fp_path(number))
+                    fps = array("I") if fp_doc is None else _fp_decode(next(iter(_docs_of(fp_doc).values()))["fp"])
+                    self.runs.append(_Run(number, int(entry["count"]), int(entry["parts"]), fps))
+                except (KeyError, ValueError, TypeError, StopIteration) as e:
+                    raise health.unreadable(self.dir / "runs.json", f"run {entry.get('_k')!r}", e) from None
             self.runs.sort(key=lambda r: r.number)
             self.next_number = max([r.number for r in self.runs] + self._numbers_on_disk() + [0]) + 1
 
@@ -490,7 +511,13 @@ class Store:
         if meta.get("version") != LAYOUT_VERSION:
             raise StoreCorrupt(f"{self.root / 'layout.json'}: store layout {meta.get('version')!r}, this mailbot "
                                f"reads layout {LAYOUT_VERSION}; mailbot will not overwrite it")
-        return {**SHARDS, **{k: int(v) for k, v in meta.get("shards", {}).items()}}
+        try:
+            shards = {k: int(v) for k, v in meta.get("shards", {}).items()}
+            if any(n < 1 for n in shards.values()):
+                raise ValueError("a shard count below 1")
+        except (ValueError, TypeError, AttributeError) as e:
+            raise self.health.unreadable(self.root / "layout.json", "the shard counts", e) from None
+        return {**SHARDS, **shards}
 
     # --- cases -------------------------------------------------------------------------------------
 
@@ -509,9 +536,17 @@ class Store:
         if cached is not None and cached[0] is doc:
             self._models.move_to_end(key)
             return cached[1]
-        case = case_from_doc(doc)
+        table = self.active if self.active.get(key) is doc else self.closed
+        case = self._case(table, doc)
         self._remember_model(key, doc, case)
         return case
+
+    def _case(self, table: _Table, doc: dict[str, Any]) -> Case:
+        try:
+            return case_from_doc(doc)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # edited by hand, or another program
+            key = doc.get("_k", "?")
+            raise self.health.unreadable(table.path(table.shard_of(key)), f"case {key}", e) from None
 
     def _remember_model(self, key: str, doc: dict[str, Any], case: Case) -> None:
         self._models[key] = (doc, case)
@@ -543,12 +578,12 @@ class Store:
 
     def active_cases(self) -> Iterator[Case]:
         for doc in self.active.docs(keep=False):
-            yield case_from_doc(doc)
+            yield self._case(self.active, doc)
 
     def all_cases(self) -> Iterator[Case]:
         yield from self.active_cases()
         for doc in self.closed.docs(keep=False):
-            yield case_from_doc(doc)
+            yield self._case(self.closed, doc)
 
     def due_case_keys(self, now: datetime) -> list[str]:
         """Keys of open cases whose next action is due, soonest first; reads only the small due index."""

@@ -479,3 +479,54 @@ def test_a_commit_after_a_long_history_writes_a_few_small_files(tmp_path: Path, 
     assert len(changed) <= 6 and sum(s for _, _, s in changed.values()) < total / 100, sorted(changed)
     assert sum(p.startswith("closed/") for p in changed) == 1
     assert [c.key for c in Store(root).active_cases() if c.key == key(42)] == [key(42)]
+
+
+def _stored(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    store = Store(root)
+    store.put_case(case(key(1)))
+    store.remember("<a@x>", key(1))
+    store.commit()
+    return root
+
+
+def test_a_document_without_its_key_is_damage_not_an_empty_file(tmp_path: Path) -> None:
+    # Valid JSON, but not what mailbot wrote: skipping the document would lose it at the next commit.
+    root = _stored(tmp_path)
+    manifest = root / "ids" / "runs.json"
+    manifest.write_text('{"_default": {"1": {"x": "y"}}}', encoding="utf-8")
+    with pytest.raises(StoreCorrupt, match="runs.json holds a document without its key") as caught:
+        Store(root)
+    assert list(manifest.parent.glob("runs.json.corrupt-*")) and "will not overwrite" in str(caught.value)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("status"),
+    lambda d: d.update(status="bogus"),
+    lambda d: d.update(opened="garbage"),
+])
+def test_a_case_document_with_a_mangled_field_names_its_file(tmp_path: Path, change) -> None:
+    root = _stored(tmp_path)
+    [shard] = [p for p in (root / "active").glob("*.json")]
+    data = json.loads(shard.read_text(encoding="utf-8"))
+    change(next(iter(data["_default"].values())))
+    shard.write_text(json.dumps(data), encoding="utf-8")
+    store = Store(root)
+    with pytest.raises(StoreCorrupt) as caught:
+        store.get_case(key(1))
+    assert str(shard) in str(caught.value) and f"case {key(1)}" in str(caught.value)
+    with pytest.raises(StoreCorrupt):
+        list(Store(root).all_cases())
+    store.put_case(case(key(2)))
+    with pytest.raises(StoreCorrupt, match="not writing anything"):
+        store.commit()
+
+
+def test_a_layout_with_bad_shard_counts_is_named(tmp_path: Path) -> None:
+    root = _stored(tmp_path)
+    layout = root / "layout.json"
+    data = json.loads(layout.read_text(encoding="utf-8"))
+    next(iter(data["_default"].values()))["shards"] = {"active": "x"}
+    layout.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(StoreCorrupt, match="layout.json holds the shard counts that cannot be read"):
+        Store(root)
