@@ -120,13 +120,16 @@ def make_calendar(settings: Settings) -> Any:
     return build(settings, overrides)
 
 
-def make_mailbox(settings: Settings, store: Any) -> Any:
+def make_mailbox(settings: Settings, store: Any, once: bool = False) -> Any:
     if settings.mailbox.kind == "maildir":
         from mailbot.mailbox.maildir import MaildirMailbox
 
         return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
     from mailbot.mailbox.imap import ImapMailbox
 
+    if once:  # one cycle, often from cron: a server that stays down is a prompt failure, not 5 minutes of retries
+        return ImapMailbox(settings.mailbox, checkpoints=store,
+                           reconnect_max_wait=float(min(300, 2 * settings.mailbox.timeout_seconds)))
     return ImapMailbox(settings.mailbox, checkpoints=store)
 
 
@@ -143,11 +146,11 @@ def _secret(env_name: str) -> str | None:
     return os.environ.get(env_name) or None
 
 
-def make_service(settings: Settings, store: Any, mailbox: Any | None = None) -> Any:
+def make_service(settings: Settings, store: Any, mailbox: Any | None = None, once: bool = False) -> Any:
     from mailbot.parsers import make_parser
     from mailbot.service import Service
 
-    mailbox = mailbox if mailbox is not None else make_mailbox(settings, store)
+    mailbox = mailbox if mailbox is not None else make_mailbox(settings, store, once)
     sent_folder = mailbox if settings.mailbox.kind == "imap" else None
     return Service(settings, store, mailbox, make_transport(settings), make_calendar(settings), sent_folder,
                    parser=make_parser(settings.bot.parse_workers))
@@ -165,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings, args.debug)
     with writer_lock(settings):
         store = open_store(settings)
-        service = make_service(settings, store)
+        service = make_service(settings, store, once=args.once)
         try:
             warning = service.policy.calendar.coverage_warning(_now(args.now).astimezone(settings.bot.zone).date())
             if warning:
@@ -447,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # never a traceback for the user unless asked for
+        if type(e).__module__ == "mailbot.mailbox.imap" and hasattr(e, "reason"):  # ImapError: one readable line
+            print(f"mailbot: {e.reason}", file=sys.stderr)
+            return 1
         if debug:
             raise
         print(f"mailbot: unexpected error: {type(e).__name__}: {e} (run again with --debug for details)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -324,3 +325,19 @@ def test_requeue_takes_exact_names(config: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and "requeued 1 of 1" in out
     assert (config.parent / "maildir" / "new" / "m174").read_bytes() == b"broken"
     assert [p.name for p in quarantine.iterdir()] == ["m187:2,"]
+
+
+def test_run_once_with_the_imap_server_down_fails_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cycle (from cron, say) gives up after twice the socket timeout instead of retrying for minutes.
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "c.toml").write_text(
+        f'[bot]\nstate_dir = "state"\n[mailbox]\nkind = "imap"\nport = {port}\nsecurity = "none"\n'
+        'username = "bot"\ntimeout_seconds = 1\n', encoding="utf-8")
+    monkeypatch.setenv("MAILBOT_IMAP_PASSWORD", "x")
+    code, _, err = run(capsys, "run", "--once", "--config", str(tmp_path / "c.toml"))
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("mailbot: could not reconnect") and "within 2 s" in last
+    assert "unexpected" not in err and "Traceback" not in err
