@@ -19,7 +19,7 @@ from typing import Any
 
 from mailbot import __version__
 from mailbot.config import ConfigError, Settings, load
-from mailbot.mailbox.maildir import MaildirProblem
+from mailbot.mailbox.base import MailboxProblem
 from mailbot.storage import StoreCorrupt, StoreWriteError
 
 
@@ -444,15 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeProblem as e:
         print(f"mailbot: {e}", file=sys.stderr)
         return 1
-    except (StoreCorrupt, StoreWriteError, MaildirProblem) as e:  # a corrupt shard, a full disk, a bad Maildir
+    except (StoreCorrupt, StoreWriteError, MailboxProblem) as e:  # a corrupt shard, a full disk, no mailbox
         print(f"mailbot: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # never a traceback for the user unless asked for
-        if type(e).__module__ == "mailbot.mailbox.imap" and hasattr(e, "reason"):  # ImapError: one readable line
-            print(f"mailbot: {e.reason}", file=sys.stderr)
-            return 1
         if debug:
             raise
         print(f"mailbot: unexpected error: {type(e).__name__}: {e} (run again with --debug for details)",

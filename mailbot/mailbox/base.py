@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+class MailboxProblem(Exception):
+    """The mailbox cannot be used (server unreachable, bad login, a Maildir part that is a file): `reason` is
+    one readable sentence, which the CLI prints as its one line and `doctor` as its verdict."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class FetchedMail:
     ref: str  # adapter-specific handle (Maildir file name, IMAP "folder/uidvalidity/uid")

@@ -37,7 +37,7 @@ from imapclient.exceptions import (
 )
 
 from mailbot.config import MailboxSettings
-from mailbot.mailbox.base import FetchedMail
+from mailbot.mailbox.base import FetchedMail, MailboxProblem
 from mailbot.storage import StoreWriteError
 
 log = logging.getLogger("mailbot.imap")
@@ -59,12 +59,8 @@ _LINK_ERRORS: tuple[type[BaseException], ...] = (OSError, IMAPClientAbortError)
 T = TypeVar("T")
 
 
-class ImapError(Exception):
+class ImapError(MailboxProblem):
     """Something a person has to look at; `reason` is one readable sentence (doctor prints it)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class ConnectionLost(ImapError):

@@ -13,14 +13,14 @@ from collections.abc import Collection
 from itertools import count
 from pathlib import Path
 
-from mailbot.mailbox.base import FetchedMail
+from mailbot.mailbox.base import FetchedMail, MailboxProblem
 from mailbot.storage import fsync_dir
 
 _SEQ = count()
 log = logging.getLogger("mailbot")
 
 
-class MaildirProblem(RuntimeError):
+class MaildirProblem(MailboxProblem):
     """The Maildir cannot be used as it is (a part of it is a file): one line for the user, exit 1."""
 
 
