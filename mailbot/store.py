@@ -344,6 +344,16 @@ class _RunIndex:
                     return found
         return None
 
+    def may_hold(self, key: str) -> bool:
+        """False when `key` is certainly not in the index (no file is read: the runs' fingerprints are in
+        memory); True when it is, or, rarely, when a fingerprint of another key matches."""
+        if key in self.changes:
+            return True
+        if self.dir is None:
+            return key in self.memory
+        fp = _h64(key) & 0xFFFFFFFF
+        return any(run.may_hold(fp) for run in self.runs)
+
     def put(self, key: str, doc: dict[str, Any]) -> None:
         doc["_k"] = key
         if self.get(key) != doc:
@@ -522,11 +532,12 @@ class Store:
     # --- cases -------------------------------------------------------------------------------------
 
     def _case_doc(self, key: str) -> dict[str, Any] | None:
-        where = self.ids.get("case:" + key)
-        if where is None:
+        # A case is in exactly one of the two tables (put_case moves it in the same commit), so its place in
+        # the id index need not be read: the fingerprints say whether the case exists at all, and the open
+        # cases, which are what the bot works on, are looked at first.
+        if not self.ids.may_hold("case:" + key):
             return None
-        first, second = (self.closed, self.active) if where.get("place") == "closed" else (self.active, self.closed)
-        return first.get(key) or second.get(key)
+        return self.active.get(key) or self.closed.get(key)
 
     def get_case(self, key: str) -> Case | None:
         doc = self._case_doc(key)
@@ -559,22 +570,28 @@ class Store:
         doc = case_to_doc(case)
         closed = case.status == CaseStatus.CLOSED
         place = "closed" if closed else "active"
-        entry = self.ids.get("case:" + key)
-        if entry is not None and entry.get("place") != place:
-            (self.active if closed else self.closed).delete(key)
-        table = self.closed if closed else self.active
+        table, other = (self.closed, self.active) if closed else (self.active, self.closed)
+        before = table.get(key)
+        known_tokens: tuple[str, ...] | list[str] = ()
+        if before is not None:
+            # Already in its place: the id index says so since the commit that put it there.
+            known_tokens = before.get("tracking_tokens") or ()
+        else:  # a new case, or one that moves between open and closed
+            if self.ids.may_hold("case:" + key):
+                other.delete(key)
+            self.ids.put("case:" + key, {"case": key, "place": place})
         table.put(key, doc)
         stored = table.get(key)
         if stored is not None and stored == doc:
             self._remember_model(key, stored, case)
-        self.ids.put("case:" + key, {"case": key, "place": place})
         action = case.next_action
         if closed or action is None:
             self.due.delete(key)
         else:
             self.due.put(key, {"due": _utc(action.due), "kind": action.kind})
         for token in case.tracking_tokens:
-            self.ids.put("token:" + token, {"case": key})
+            if token not in known_tokens:  # a token the case already had points to it already
+                self.ids.put("token:" + token, {"case": key})
 
     def active_cases(self) -> Iterator[Case]:
         for doc in self.active.docs(keep=False):
