@@ -29,7 +29,7 @@ from mailbot.mailbox.maildir import MaildirMailbox  # noqa: E402
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, NextAction, Role, TimelineEntry  # noqa: E402
 from mailbot.parsers import make_parser  # noqa: E402
 from mailbot.service import CycleReport, Service, make_calendar  # noqa: E402
-from mailbot.store import Store  # noqa: E402
+from mailbot.store import LAYOUT_VERSION, Store  # noqa: E402
 from mailbot.transport import OutboxDirTransport  # noqa: E402
 
 logging.getLogger("mailbot").setLevel(logging.WARNING)
@@ -69,6 +69,16 @@ def copy_maildir(src: Path, dst: Path) -> None:
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
+
+
+def cached_store_is_current(root: Path) -> bool:
+    """A store kept by --cache is reused only when it has this mailbot's layout (an older one would be
+    migrated during the measurement)."""
+    try:
+        layout = json.loads((root / "layout.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(d.get("version") == LAYOUT_VERSION for d in layout.get("_default", {}).values())
 
 
 def link_tree(src: Path, dst: Path) -> None:

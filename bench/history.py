@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    cached_store_is_current,
     emit,
     fill_store,
     generate,
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = args.cache or tmp / "history"
         history = cache / f"store-{args.cases}x{args.ids_per_case}"
         built = None
-        if not (history / "layout.json").exists():
+        if not cached_store_is_current(history):
             if history.exists():
                 shutil.rmtree(history)
             # In a subprocess, so that this parent stays small (children inherit its ru_maxrss).

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    cached_store_is_current,
     emit,
     fill_store,
     history_case,
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = (args.cache or tmp) / f"sweep-{args.open_cases}-{args.due}"
         built = None
-        if not (base / "state" / "store" / "layout.json").exists():
+        if not cached_store_is_current(base / "state" / "store"):
             if base.exists():
                 shutil.rmtree(base)
             built = float(run_child("--build", str(base), "--open", str(args.open_cases),  # type: ignore[arg-type]

@@ -11,26 +11,32 @@ never edited in place):
     <root>/ids/rNNNNNN.fp.json    as immutable runs (a small log-structured merge tree): each commit adds
     <root>/ids/rNNNNNN.PPPP.json  one run, runs of similar size are merged; a run's 32-bit key fingerprints
                                   stay in memory (4 bytes a key), so a new id is known to be new without I/O
-    <root>/ledger/NNNN.json       every outgoing mail by action id, 4096 shards: recorded ("pending"), then
-                                  "sent" or "failed" in place — so each step of sending a mail is a commit
-                                  of one small file, atomic without the journal
-    <root>/pending_index.json     which ledger shards hold pending mail
+    <root>/unsent/NNNN.json       the outbox ledger, part one: each outgoing mail by action id from the
+                                  moment it is recorded ("pending", with its bytes) until it is finished,
+                                  16 shards — the few files a sweep's records and attempt marks rewrite
+    <root>/finished/...           part two: mail "sent" or "failed", by action id, as immutable runs like
+                                  the ids (runs.json, rNNNNNN.fp.json, rNNNNNN.PPPP.json): marking a batch
+                                  sent adds one small run, whatever the number of mails sent before
     <root>/sends/NNNN.json        recent send times per recipient (the daily cap), 16 shards
     <root>/unmatched/NNNN.json    unmatched mail, 256 shards
     <root>/quarantine.json, checkpoints.json
     <root>/journal.json           only during a commit (see below)
 
-Why: a file is rewritten whole, so a write costs what the files it touches weigh. History (closed cases,
-ids, ledger, unmatched) is spread over thousands of small shards, or over append-only runs for the ids,
-which every mail adds to; the open cases are kept apart from the closed ones, and a small due index lets the
+Why: a file is rewritten whole, so a write costs what the files it touches weigh, and on a busy disk every
+file written costs about a third of a millisecond. History (closed cases, unmatched) is spread over thousands
+of small shards, or over append-only runs for what every mail adds to (the ids, the finished mail); the open cases are kept apart from the closed ones, and a small due index lets the
 sweep find what is due without reading every open case. A write therefore touches a few small files
 whatever the size of the history, and nothing is read that the operation does not need.
 
 Commit: `commit()` is atomic. It first writes every changed document to `journal.json` (fsynced), then
-writes the changed shard files as one batch (temp files, one filesystem sync, renames in the order ledger →
-ids → cases, one fsync per directory), then deletes the journal. A crash before the journal is complete
+writes the changed shard files as one batch (temp files, one filesystem sync, renames in the order outbox
+ledger → ids → cases, one fsync per directory), then deletes the journal. A crash before the journal is complete
 leaves the old state; a crash after it is replayed when the store is next opened. Nothing is written
 without `commit()`, except IMAP checkpoints (`set_checkpoint` writes at once).
+
+Layout 3 (one ledger of 4096 shards, rewritten three times for each mail sent, plus pending_index.json) is
+migrated when it is first opened: one journaled commit writes the new tables, then layout.json says 4, then
+the old files go. A crash anywhere in between leaves a store that opens (and finishes the migration).
 
 This is the only module that turns documents into models and back.
 """
@@ -38,6 +44,7 @@ This is the only module that turns documents into models and back.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import sys
@@ -71,11 +78,11 @@ from mailbot.storage import (
 __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
 _TABLE = "_default"
-LAYOUT_VERSION = 3  # 2: an interim layout with a separate pending/ table (never released)
-SHARDS = {"active": 4096, "due": 16, "closed": 4096, "ledger": 4096, "sends": 16, "unmatched": 256}
+LAYOUT_VERSION = 4  # 2: an interim layout (never released); 3: the ledger in 4096 shards (migrated)
+SHARDS = {"active": 4096, "due": 16, "closed": 4096, "unsent": 16, "sends": 16, "unmatched": 256}
 # Bytes of JSON each table may keep cached (clean shards only; least recently used go first).
-_CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "ledger": 8 << 20, "sends": 2 << 20,
-                "unmatched": 2 << 20, "quarantine": 1 << 30, "pending_index": 1 << 30}
+_CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "unsent": 1 << 30, "sends": 2 << 20,
+                "unmatched": 2 << 20, "quarantine": 1 << 30, "ledger": 8 << 20}
 RUN_PART = 512  # ids per part file of a run
 MERGE_RATIO = 2  # merge the newest runs while the one before is at most this many times bigger
 FOLD_LIMIT = 20_000  # runs up to this size are merged in memory within a commit; bigger ones stream
@@ -276,11 +283,13 @@ def _fp_decode(text: str) -> array:
 
 
 class _RunIndex:
-    """The Message-ID index as immutable runs, newest last. A run's part `p` holds the keys whose 64-bit hash
-    falls in the p-th slice of the hash space, so runs merge slice by slice in bounded memory."""
+    """Documents by key as immutable runs, newest last (the Message-ID index, the finished mail). A run's part
+    `p` holds the keys whose 64-bit hash falls in the p-th slice of the hash space, so runs merge slice by
+    slice in bounded memory."""
 
-    def __init__(self, root: Path | None, health: _Health) -> None:
-        self.dir = None if root is None else root / "ids"
+    def __init__(self, root: Path | None, health: _Health, name: str = "ids") -> None:
+        self.name = name
+        self.dir = None if root is None else root / name
         self.health = health
         self.runs: list[_Run] = []
         self.memory: dict[str, dict[str, Any]] = {}  # the in-memory twin keeps everything here
@@ -361,6 +370,24 @@ class _RunIndex:
 
     def __len__(self) -> int:
         return len(self.memory) if self.dir is None else sum(r.count for r in self.runs)
+
+    def docs(self) -> Iterator[dict[str, Any]]:
+        """Every document once, in its newest version (committed or not); reads every part of every run."""
+        seen: set[str] = set()
+        newest: list[dict[str, dict[str, Any]]] = [self.changes]
+        if self.dir is None:
+            newest.append(self.memory)
+        for docs in newest:
+            for key, doc in docs.items():
+                if key not in seen:
+                    seen.add(key)
+                    yield doc
+        for run in reversed(self.runs):
+            for q in range(run.parts):
+                for key, doc in self._part(run, q, keep=False).items():
+                    if key not in seen:
+                        seen.add(key)
+                        yield doc
 
     # --- writing
 
@@ -486,14 +513,14 @@ class Store:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self.health = _Health()
-        shards = self._layout()
+        version, shards = self._layout()
         h = self.health
         self.active = _Table(root, "active", shards["active"], h)
         self.due = _Table(root, "due", shards["due"], h)
         self.closed = _Table(root, "closed", shards["closed"], h)
         self.ids = _RunIndex(root, h)
-        self.ledger = _Table(root, "ledger", shards["ledger"], h)
-        self.pending_index = _Table(root, "pending_index", 1, h, single=True)
+        self.unsent = _Table(root, "unsent", shards["unsent"], h)
+        self.finished = _RunIndex(root, h, "finished")
         self.sends = _Table(root, "sends", shards["sends"], h)
         self.unmatched_t = _Table(root, "unmatched", shards["unmatched"], h)
         self.quarantine_t = _Table(root, "quarantine", 1, h, single=True)
@@ -503,23 +530,29 @@ class Store:
         self._models: OrderedDict[str, tuple[dict[str, Any], Case]] = OrderedDict()
         # Commit order (for the shard files; the journal makes the commit atomic anyway): the ledger before
         # the cases, so that a re-made decision finds its mail already recorded instead of sending it again.
-        self._tables = [self.ledger, self.pending_index, self.sends, self.unmatched_t, self.quarantine_t,
+        self._tables = [self.unsent, self.sends, self.unmatched_t, self.quarantine_t,
                         self.closed, self.active, self.due]
+        self._runs = {"ids": self.ids, "finished": self.finished}
         self._by_name = {t.name: t for t in self._tables}
-        self._replay()
+        # Layout 3 is migrated in memory here (readers see the new tables and write nothing); the first
+        # commit writes it, then layout.json, then removes the old files (`_finish_migration`).
+        self._migrating = version == 3
+        self._leftovers = root is not None and (root / "pending_index.json").exists()
+        self._replay(_Table(root, "ledger", shards.get("ledger", 4096), h) if self._migrating else None)
 
-    def _layout(self) -> dict[str, int]:
+    def _layout(self) -> tuple[int, dict[str, int]]:
         if self.root is None:
-            return dict(SHARDS)
+            return LAYOUT_VERSION, dict(SHARDS)
         data = self.health.read(self.root / "layout.json")
         if data is None:
             if (self.root / "pending.json").exists() or (self.root / "active" / "000.json").exists():
                 raise StoreCorrupt(f"{self.root} was written by an older mailbot (store layout 1); "
                                    "move it away and re-import the mail (`mailbot import`)")
-            return dict(SHARDS)
+            return LAYOUT_VERSION, dict(SHARDS)
         meta = _docs_of(data).get("layout", {})
-        if meta.get("version") != LAYOUT_VERSION:
-            raise StoreCorrupt(f"{self.root / 'layout.json'}: store layout {meta.get('version')!r}, this mailbot "
+        version = meta.get("version")
+        if version not in (3, LAYOUT_VERSION):
+            raise StoreCorrupt(f"{self.root / 'layout.json'}: store layout {version!r}, this mailbot "
                                f"reads layout {LAYOUT_VERSION}; mailbot will not overwrite it")
         try:
             shards = {k: int(v) for k, v in meta.get("shards", {}).items()}
@@ -527,7 +560,41 @@ class Store:
                 raise ValueError("a shard count below 1")
         except (ValueError, TypeError, AttributeError) as e:
             raise self.health.unreadable(self.root / "layout.json", "the shard counts", e) from None
-        return {**SHARDS, **shards}
+        return version, {**SHARDS, **shards}
+
+    def _write_layout(self) -> None:
+        assert self.root is not None
+        atomic_write_bytes(self.root / "layout.json", dump_document(_document(
+            {"layout": {"_k": "layout", "version": LAYOUT_VERSION, "shards": self._shard_counts()}})))
+
+    def _migrate_ledger(self, old: _Table) -> None:
+        """Layout 3 → 4, in memory: the ledger's pending mail goes to unsent/, the rest to finished/."""
+        for doc in old.docs(keep=False):
+            entry = dict(doc)
+            key = entry.pop("_k")
+            if entry.get("status") == "pending":
+                self.unsent.put(key, entry)
+            else:
+                self.finished.put(key, entry)
+
+    def _finish_migration(self) -> None:
+        """After the commit that wrote the migrated tables: layout.json says 4, then the old files go. A crash
+        before layout.json migrates again (the old ledger is still there); after it, the next commit removes
+        what is left (pending_index.json goes last, so while it exists there is something to remove)."""
+        assert self.root is not None
+        if self._migrating:
+            self._write_layout()
+            self._migrating = False
+            self._leftovers = True
+        if self._leftovers:
+            ledger = self.root / "ledger"
+            if ledger.is_dir():
+                for name in os.listdir(ledger):
+                    os.unlink(ledger / name)
+                ledger.rmdir()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / "pending_index.json")
+            self._leftovers = False
 
     # --- cases -------------------------------------------------------------------------------------
 
@@ -642,45 +709,37 @@ class Store:
     # --- the outbox ledger (exactly-once sending) ---------------------------------------------------
 
     def outbox_entry(self, action_id: str) -> dict[str, Any] | None:
-        doc = self.ledger.get(action_id)
+        doc = self.unsent.get(action_id) or self.finished.get(action_id)
         return None if doc is None else _public(doc)
 
     def outbox_record(self, entry: dict[str, Any]) -> None:
         """Record an intent to send, before sending (status "pending")."""
-        key = entry["action_id"]
-        self.ledger.put(key, {**entry, "status": "pending"})
-        self.pending_index.put(str(self.ledger.shard_of(key)), {})
+        self.unsent.put(entry["action_id"], {**entry, "status": "pending"})
 
     def outbox_finish(self, action_id: str, status: str, **details: Any) -> None:
         """Give an entry its final status ("sent" | "failed"). A sent mail's raw bytes are not kept (the Sent
         folder or the outbox folder has the copy); a failed one keeps them."""
-        entry = self.ledger.get(action_id)
+        entry = self.unsent.get(action_id) or self.finished.get(action_id)
         if entry is None:
             return
         done = {**_public(entry), **details, "status": status}
         if status == "sent":
             done.pop("raw", None)
-        self.ledger.put(action_id, done)
+        self.unsent.delete(action_id)
+        self.finished.put(action_id, done)
 
     def outbox_update(self, action_id: str, **details: Any) -> None:
-        entry = self.ledger.get(action_id)
-        if entry is not None and entry.get("status") == "pending":
-            self.ledger.put(action_id, {**_public(entry), **details})
+        entry = self.unsent.get(action_id)
+        if entry is not None:
+            self.unsent.put(action_id, {**_public(entry), **details})
 
     def outbox_pending(self) -> list[dict[str, Any]]:
-        found = [_public(d) for n in self._pending_shards() for d in self.ledger.shard(n).values()
-                 if d.get("status") == "pending"]
-        return sorted(found, key=lambda d: d.get("recorded", ""))
+        return sorted((_public(d) for d in self.unsent.docs()), key=lambda d: d.get("recorded", ""))
 
-    def _pending_shards(self) -> list[int]:
-        return sorted(int(d["_k"]) for d in self.pending_index.docs())
-
-    def _prune_pending_index(self) -> None:
-        """Forget ledger shards without pending mail (only those in memory: no file is read for this)."""
-        for n in self._pending_shards():
-            docs = self.ledger.loaded.get(n)
-            if docs is not None and not any(d.get("status") == "pending" for d in docs.values()):
-                self.pending_index.delete(str(n))
+    def outbox_entries(self) -> Iterator[dict[str, Any]]:
+        """Every mail the ledger knows, unsent first (reads all of it: for checks, not for the bot's work)."""
+        for doc in (*self.unsent.docs(keep=False), *self.finished.docs()):
+            yield _public(doc)
 
     def sends_since(self, address: str, since: datetime) -> int:
         """How many mails went to `address` at or after `since` (for the per-recipient daily cap)."""
@@ -719,25 +778,42 @@ class Store:
     def _journal_path(self) -> Path | None:
         return None if self.root is None else self.root / "journal.json"
 
-    def _replay(self) -> None:
-        """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it)."""
+    def _replay(self, old_ledger: _Table | None = None) -> None:
+        """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it).
+
+        With a layout-3 store (`old_ledger`), the journal's ledger changes (a layout-3 commit) are applied to
+        that ledger first, the ledger is migrated, and the journal's other changes go on top: they may be the
+        migrating commit itself, which is newer than the old ledger."""
         path = self._journal_path()
         self._stale_journal = False
-        if path is None:
-            return
-        data = self.health.read(path)
-        self._stale_journal = data is not None
-        for entry in _docs_of(data).values():
+        entries = []
+        if path is not None:
+            data = self.health.read(path)
+            self._stale_journal = data is not None
+            entries = list(_docs_of(data).values())
+        if old_ledger is not None:
+            for entry in entries:
+                if entry["t"] == "ledger":
+                    (old_ledger.delete(entry["key"]) if entry["d"] is None
+                     else old_ledger.put(entry["key"], entry["d"]))
+            self._migrate_ledger(old_ledger)
+        for entry in entries:
             name, key, doc = entry["t"], entry["key"], entry["d"]
-            if name == "ids":
-                self.ids.put(key, doc)
+            if name in self._runs:
+                self._runs[name].put(key, doc)
+            elif name in ("ledger", "pending_index") and old_ledger is not None:
+                continue  # applied above; layout 3's list of ledger shards is not needed (all are read)
+            elif name not in self._by_name:
+                raise self.health.unreadable(path, f"a change to an unknown table {name!r}", KeyError(name))
             elif doc is None:
                 self._by_name[name].delete(key)
             else:
                 self._by_name[name].put(key, doc)
 
     def _changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        changes: list[tuple[str, str, dict[str, Any] | None]] = [("ids", k, d) for k, d in self.ids.changes.items()]
+        changes: list[tuple[str, str, dict[str, Any] | None]] = []
+        for name, runs in self._runs.items():
+            changes.extend((name, k, d) for k, d in runs.changes.items())
         for table in self._tables:
             changes.extend((table.name, k, d) for k, d in table.changes.items())
         return changes
@@ -746,28 +822,30 @@ class Store:
         """Make every change since the last commit durable, atomically; returns the number of files written."""
         if self.health.corrupt is not None:
             raise StoreCorrupt(f"not writing anything: {self.health.corrupt}")
-        if self.root is not None and len(self.ids.changes) + sum(len(t.dirty) for t in self._tables) > 1:
-            self._prune_pending_index()  # the commit is journaled anyway: one more small file costs little
         changes = self._changes()
         if not changes:
             if self._stale_journal and self.root is not None:  # replayed, and everything was already on disk
                 os.unlink(self.root / "journal.json")
                 self._stale_journal = False
+            if self.root is not None and (self._migrating or self._leftovers):
+                self._finish_migration()
             return 0
         if self.root is None:
-            self.ids.committed(self.ids.runs)
+            for index in self._runs.values():
+                index.committed(index.runs)
             for table in self._tables:
                 table.committed([])
             return 0
         journal = self._journal_path()
         assert journal is not None
         if not (self.root / "layout.json").exists():
-            atomic_write_bytes(self.root / "layout.json", dump_document(_document(
-                {"layout": {"_k": "layout", "version": LAYOUT_VERSION, "shards": self._shard_counts()}})))
+            self._write_layout()
+        finished_files, finished_runs = self.finished.storages()
         id_files, runs = self.ids.storages()
         per_table = [(t, t.storages()) for t in self._tables]
         # Shard files in the order ledger → ids → cases (the journal makes the commit atomic in any order).
-        batch = [s for _, ss in per_table[:4] for s in ss] + id_files + [s for _, ss in per_table[4:] for s in ss]
+        batch = ([s for _, ss in per_table[:1] for s in ss] + finished_files + [s for _, ss in per_table[1:4] for s in ss]
+                 + id_files + [s for _, ss in per_table[4:] for s in ss])
         if len(batch) == 1 and not self._stale_journal:
             written = write_batch(batch)  # one file is atomic on its own: no journal needed
         else:
@@ -777,10 +855,13 @@ class Store:
             written = write_batch(batch, journal=log)
             os.unlink(journal)  # no sync needed: replaying a finished commit changes nothing
         self._stale_journal = False
+        self.finished.committed(finished_runs)
         self.ids.committed(runs)
         for table, storages in per_table:
             table.committed(storages)
-        return written + self.ids.merge_big_runs()
+        if self._migrating or self._leftovers:
+            self._finish_migration()
+        return written + self.finished.merge_big_runs() + self.ids.merge_big_runs()
 
     def _shard_counts(self) -> dict[str, int]:
         return {t.name: t.count for t in self._tables if not t.single}

@@ -382,7 +382,7 @@ def test_sigkill_20_times_while_500_mails_arrive_loses_and_doubles_nothing(
     unavoidable = unavoidable_duplicates(doubled, smtp, tmp_path / "state" / "smtp-accepted.log")
     if set(unavoidable) != set(doubled) or any(n > 2 for n in doubled.values()):
         raise AssertionError(f"sent more than once: {doubled}\n{explain_duplicates(doubled, smtp, kills)}")
-    ledger = {d["message_id"]: d for d in store.ledger.docs()}
+    ledger = {d["message_id"]: d for d in store.outbox_entries()}
     assert set(smtp_ids) == {mid for mid, d in ledger.items() if d["status"] == "sent"}
     outbound = {e.message_id: (c.key, e.kind) for c in cases.values() for e in c.timeline if e.direction == "out"}
     assert set(outbound) == set(smtp_ids)

@@ -530,3 +530,151 @@ def test_a_layout_with_bad_shard_counts_is_named(tmp_path: Path) -> None:
     layout.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(StoreCorrupt, match="layout.json holds the shard counts that cannot be read"):
         Store(root)
+
+
+# --- layout 3 (one big sharded ledger) is migrated ---------------------------------------------------------
+
+
+def _layout_3_store(root: Path, journal: list[dict] | None = None) -> None:
+    """A store as mailbot wrote it with layout 3: cases as now, the whole outbox ledger in ledger/NNNN.json
+    by hash of the action id, and pending_index.json naming the shards with pending mail."""
+    store = Store(root)
+    store.put_case(case(key(1)))
+    store.remember("<a@x>", key(1))
+    store.commit()
+    layout = json.loads((root / "layout.json").read_text())
+    meta = layout["_default"]["1"]
+    meta["version"], meta["shards"] = 3, {**{k: v for k, v in meta["shards"].items() if k != "unsent"}, "ledger": 4096}
+    (root / "layout.json").write_text(json.dumps(layout))
+    ledger = {
+        "a/reminder/1": {"status": "sent", "message_id": "<r1@bot>", "recorded": "2026-03-01T09:00:00+08:00"},
+        "a/reminder/2": {"status": "pending", "message_id": "<r2@bot>", "raw": "RAW2", "attempts": 1,
+                         "recorded": "2026-03-04T09:00:00+08:00"},
+        "b/closure/x": {"status": "failed", "message_id": "<c@bot>", "raw": "RAWC", "recorded": "2026-03-03"},
+    }
+    (root / "ledger").mkdir()
+    for action_id, doc in ledger.items():
+        n = store_mod._h64(action_id) % 4096
+        (root / "ledger" / f"{n:04d}.json").write_text(
+            json.dumps({"_default": {"1": {**doc, "action_id": action_id, "_k": action_id}}}))
+    pending = store_mod._h64("a/reminder/2") % 4096
+    (root / "pending_index.json").write_text(json.dumps({"_default": {"1": {"_k": str(pending)}}}))
+    if journal is not None:
+        entries = {str(i): {"_k": f"{e['t']}/{e['key']}", **e} for i, e in enumerate(journal, 1)}
+        (root / "journal.json").write_text(json.dumps({"_default": entries}))
+
+
+def _ledger_as_migrated(store: Store) -> None:
+    assert [e["action_id"] for e in store.outbox_pending()] == ["a/reminder/2"]
+    assert store.outbox_entry("a/reminder/2")["raw"] == "RAW2"
+    assert store.outbox_entry("a/reminder/1")["status"] == "sent"
+    assert store.outbox_entry("b/closure/x")["raw"] == "RAWC"
+    assert store.outbox_entry("never") is None
+    assert store.get_case(key(1)) is not None and store.case_for_message("<a@x>") == key(1)
+
+
+def _version(root: Path) -> int:
+    return json.loads((root / "layout.json").read_text())["_default"]["1"]["version"]
+
+
+def test_a_layout_3_store_is_read_as_it_is_and_migrated_by_the_first_commit(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    _layout_3_store(root)
+    before = files(root)
+    _ledger_as_migrated(Store(root))
+    assert files(root) == before  # a reader (`mailbot cases`) writes nothing
+    store = Store(root)
+    store.commit()
+    assert _version(root) == store_mod.LAYOUT_VERSION
+    assert not (root / "ledger").exists() and not (root / "pending_index.json").exists()
+    assert not (root / "journal.json").exists()
+    _ledger_as_migrated(Store(root))
+    # The mail goes on as usual: the pending one is finished, the failed one stays failed.
+    store = Store(root)
+    store.outbox_finish("a/reminder/2", "sent", sent="now")
+    store.commit()
+    store = Store(root)
+    assert store.outbox_pending() == [] and "raw" not in store.outbox_entry("a/reminder/2")
+    assert {e["action_id"] for e in store.outbox_entries()} == {"a/reminder/1", "a/reminder/2", "b/closure/x"}
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_in_the_migration_is_finished_next_time(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "store"
+    _layout_3_store(root)
+
+    def no_layout(self: Store) -> None:
+        raise Crash
+
+    # The new tables are written, then the power goes before layout.json says 4.
+    monkeypatch.setattr(Store, "_write_layout", no_layout)
+    with pytest.raises(Crash):
+        Store(root).commit()
+    monkeypatch.undo()
+    assert _version(root) == 3 and (root / "unsent").is_dir()
+    _ledger_as_migrated(Store(root))
+    # Now layout.json is written, and the power goes while the old files are removed.
+    real_rmdir = Path.rmdir
+
+    def crash_on_rmdir(self: Path) -> None:
+        raise Crash
+
+    monkeypatch.setattr(Path, "rmdir", crash_on_rmdir)
+    with pytest.raises(Crash):
+        Store(root).commit()
+    monkeypatch.setattr(Path, "rmdir", real_rmdir)
+    assert _version(root) == store_mod.LAYOUT_VERSION and (root / "pending_index.json").exists()
+    _ledger_as_migrated(Store(root))
+    Store(root).commit()
+    assert not (root / "ledger").exists() and not (root / "pending_index.json").exists()
+    _ledger_as_migrated(Store(root))
+
+
+def test_a_layout_3_journal_left_by_a_crash_is_replayed_before_the_migration(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    # Layout 3's last commit: the pending reminder was sent (the shard itself was not yet renamed).
+    sent = {"status": "sent", "message_id": "<r2@bot>", "action_id": "a/reminder/2", "attempts": 1,
+            "recorded": "2026-03-04T09:00:00+08:00", "_k": "a/reminder/2"}
+    _layout_3_store(root, journal=[{"t": "ledger", "key": "a/reminder/2", "d": sent},
+                                   {"t": "pending_index", "key": "7", "d": None}])
+    store = Store(root)
+    assert store.outbox_pending() == [] and store.outbox_entry("a/reminder/2")["status"] == "sent"
+    store.commit()
+    store = Store(root)
+    assert store.outbox_pending() == [] and store.outbox_entry("a/reminder/2")["status"] == "sent"
+    assert store.outbox_entry("b/closure/x")["status"] == "failed"
+
+
+def test_marking_mail_sent_after_a_long_history_writes_a_few_small_files(tmp_path: Path) -> None:
+    """Sending costs what it changes: recording 25 mails, marking them attempted and then sent rewrites the
+    few unsent shards and adds a small run of finished mail, however many mails went out before."""
+    root = tmp_path / "store"
+    store = Store(root)
+    for n in range(3000):
+        store.outbox_record({"action_id": f"old/{n}", "message_id": f"<old{n}@bot>", "raw": "R" * 2000,
+                             "recorded": T0.isoformat(), "text": "提醒" * 100})
+        store.outbox_finish(f"old/{n}", "sent", sent=T0.isoformat())
+    store.commit()
+    before = files(root)
+    total = sum(size for _, _, size in before.values())
+    store = Store(root)
+    for n in range(25):
+        store.outbox_record({"action_id": f"new/{n}", "message_id": f"<new{n}@bot>", "raw": "R" * 2000,
+                             "recorded": T0.isoformat(), "text": "提醒"})
+    store.commit()
+    for entry in store.outbox_pending():
+        store.outbox_update(entry["action_id"], attempts=1)
+    store.commit()
+    for entry in store.outbox_pending():
+        store.outbox_finish(entry["action_id"], "sent", sent=T0.isoformat())
+    store.commit()
+    after = files(root)
+    changed = {p: after[p] for p in after if before.get(p) != after[p]}
+    assert len(changed) <= store_mod.SHARDS["unsent"] + 4, sorted(changed)  # unsent shards, one run + manifest
+    assert sum(size for _, _, size in changed.values()) < total / 20
+    store = Store(root)
+    assert store.outbox_pending() == []
+    assert store.outbox_entry("new/7")["status"] == "sent" and store.outbox_entry("old/2999")["status"] == "sent"
