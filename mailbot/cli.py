@@ -384,15 +384,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """--config, --now, --json, --debug. They are taken before the command (`mailbot --config X cases`) and
+    after it (`mailbot cases --config X`): the command's copy has no defaults of its own (SUPPRESS), so it
+    does not overwrite a value given before the command."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--config", default=default("config.toml"), help="config file (default ./config.toml)")
+    parser.add_argument("--now", default=default(None), help="act as if it were this moment (ISO-8601 with offset)")
+    parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output on stdout")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks and debug logs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default="config.toml", help="config file (default ./config.toml)")
-    common.add_argument("--now", help="act as if it were this moment (ISO-8601 with offset)")
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _add_common_options(common, suppress=True)
 
     p = _Parser(prog="mailbot", description="Keeps support cases moving by email.")
     p.add_argument("--version", action="version", version=f"mailbot {__version__}")
+    _add_common_options(p)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", parents=[common], help="the service (or one cycle with --once)")

@@ -69,6 +69,19 @@ def test_case_json_has_the_interface_shape(with_case: Path, capsys: pytest.Captu
     assert "Xk93-fake-Pw77" not in out
 
 
+def test_the_common_options_go_before_or_after_the_command(with_case: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    after = run(capsys, "plan", "--json", "--config", str(with_case), "--now", "2021-04-16T10:00:00+08:00")
+    before = run(capsys, "--json", "--config", str(with_case), "--now", "2021-04-16T10:00:00+08:00", "plan")
+    assert after[0] == 0 and before == after
+    assert json.loads(before[1])[0]["case"] == "CAS-04027-B7D2Z5"
+    # Given in both places, the command's own copy wins; given before only, the command keeps it.
+    code, _, err = run(capsys, "--config", str(with_case), "cases", "--config", str(with_case.parent / "none.toml"))
+    assert code == 2 and "none.toml" in err
+    code, out, _ = run(capsys, "--config", str(with_case), "cases", "--status", "waiting_customer")
+    assert code == 0 and "CAS-04027-B7D2Z5" in out
+
+
 def test_cases_and_plan_json(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "cases", "--json", "--config", str(with_case))
     assert code == 0 and [c["key"] for c in json.loads(out)] == ["CAS-04027-B7D2Z5"]
