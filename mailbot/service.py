@@ -38,7 +38,7 @@ from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
 from mailbot.roles import role_of
 from mailbot.store import Store, StoreCorrupt
-from mailbot.transport import PermanentFailure, TemporaryFailure, Transport
+from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
 
 log = logging.getLogger("mailbot")
 
@@ -308,7 +308,8 @@ class Service:
                 updated = self.store.get_case(key)
                 if updated is not None and updated.status != CaseStatus.CLOSED:
                     self.store.put_case(updated.with_(next_action=plan_next(updated, self.policy)))
-            self.store.commit()
+            # No commit of its own: flush_outbox marks the new mails attempted and commits that together
+            # with their records and the cases (one rewrite of the unsent shards instead of two).
             self.flush_outbox(now, report)
         return report
 
@@ -400,11 +401,15 @@ class Service:
                 self.store.outbox_update(entry["action_id"], attempts=attempts)
                 todo.append({**entry, "attempts": attempts})
             self.store.commit()
+            handed: list[tuple[dict[str, Any], bytes, Refused]] = []
             for n, entry in enumerate(todo, 1):
-                self._transmit(entry, now, report)
+                taken = self._transmit(entry, now, report)
+                if taken is not None:
+                    handed.append(taken)
                 if n % SEND_COMMIT_EVERY == 0:
-                    self.store.commit()
-            self.store.commit()
+                    self._mark_sent(handed, now, report)
+                    handed = []
+            self._mark_sent(handed, now, report)
 
     def _already_out(self, entry: dict[str, Any]) -> bool:
         mid = entry["message_id"]
@@ -427,9 +432,10 @@ class Service:
         except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
             log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
 
-    def _transmit(self, entry: dict[str, Any], now: datetime, report: CycleReport) -> None:
-        """Send one recorded mail (already marked as attempted) and record the outcome (committed by the
-        caller, in batches)."""
+    def _transmit(self, entry: dict[str, Any], now: datetime,
+                  report: CycleReport) -> tuple[dict[str, Any], bytes, Refused] | None:
+        """Send one recorded mail (already marked as attempted). A failure is recorded and committed here;
+        a mail the transport took is returned, for `_mark_sent` (in batches)."""
         action_id = entry["action_id"]
         raw = entry["raw"].encode("ascii", "surrogateescape")
         try:
@@ -442,25 +448,43 @@ class Service:
             self.store.commit()
             report.deferred += 1
             self._event(entry["case"], f"{entry['kind']} not sent yet ({e}); retry in {wait} min", logging.WARNING)
-            return
+            return None
         except PermanentFailure as e:
             self.store.outbox_finish(action_id, "failed", error=str(e), at=now.isoformat())
             self._permanent_failure(entry, tuple(e.recipients) or tuple(entry["recipients"]), str(e), now, report)
             self.store.commit()
             report.failed += 1
-            return
-        # The Sent copy goes first: if we crash before marking the entry, the restart finds it there.
-        if self.sent_folder is not None:
+            return None
+        return entry, raw, refused
+
+    def _mark_sent(self, handed: list[tuple[dict[str, Any], bytes, Refused]], now: datetime,
+                   report: CycleReport) -> None:
+        """Mark the mails the transport took as sent, in one commit — once the transport has made them
+        durable (`settle`: the outbox folder syncs and publishes its files here). If it cannot, they stay
+        pending, attempted, and are looked for (then sent again) at the next try."""
+        if handed:
             try:
-                self.sent_folder.append_sent(raw)
-            except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
-                log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
-        self.store.outbox_finish(action_id, "sent", sent=now.isoformat(), refused=sorted(refused or {}))
-        report.sent += 1
-        self._event(entry["case"], f"sent {entry['kind']} to {', '.join(entry['recipients'])}")
-        if refused:
-            self._permanent_failure(entry, tuple(refused), "refused by the server", now, report)
-            self.store.commit()
+                self.transport.settle()
+            except TemporaryFailure as e:
+                for entry, _, _ in handed:
+                    self.store.outbox_update(entry["action_id"], last_error=str(e),
+                                             next_try=(now + timedelta(minutes=RETRY_MINUTES[0])).isoformat())
+                    report.deferred += 1
+                    self._event(entry["case"], f"{entry['kind']} not sent yet ({e})", logging.WARNING)
+                handed = []
+        for entry, raw, refused in handed:
+            # The Sent copy goes first: if we crash before marking the entry, the restart finds it there.
+            if self.sent_folder is not None:
+                try:
+                    self.sent_folder.append_sent(raw)
+                except Exception as e:  # the mail went out; a missing copy is worth a warning, not a resend
+                    log.warning("could not copy %s to the Sent folder: %s", entry["message_id"], e)
+            self.store.outbox_finish(entry["action_id"], "sent", sent=now.isoformat(), refused=sorted(refused or {}))
+            report.sent += 1
+            self._event(entry["case"], f"sent {entry['kind']} to {', '.join(entry['recipients'])}")
+            if refused:
+                self._permanent_failure(entry, tuple(refused), "refused by the server", now, report)
+        self.store.commit()
 
     def _permanent_failure(self, entry: dict[str, Any], failed: tuple[str, ...], reason: str,
                            now: datetime, report: CycleReport) -> None:

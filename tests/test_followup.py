@@ -119,6 +119,9 @@ class CrashOnce:
     def already_sent(self, message_id: str) -> bool | None:
         return self.inner.already_sent(message_id)
 
+    def settle(self) -> None:
+        self.inner.settle()
+
 
 @pytest.mark.parametrize("after_send", [False, True], ids=["crash-between-record-and-send",
                                                            "crash-between-send-and-mark"])
@@ -201,6 +204,35 @@ def test_a_crash_in_the_middle_of_a_commit_neither_loses_nor_doubles(make_settin
     restarted.run_once(at("2021-04-16T11:00+08:00"))
     assert len(smtp.sent) == 1
     assert restarted.store.get_case(KEY).reminders_sent == 1
+
+
+def test_outbox_mail_is_marked_sent_only_once_it_is_on_disk(make_settings, scenario_dir, monkeypatch) -> None:
+    """The outbox folder makes a batch durable at once (settle) before the ledger says sent; a disk that
+    fails that sync leaves the reminder pending, and the next try writes it (once)."""
+    import mailbot.transport as transport_mod
+
+    settings = make_settings()
+    outbox = settings.bot.state_dir / "outbox"
+    deliver(settings.mailbox.path, first_mail(scenario_dir))
+    service(settings, OutboxDirTransport(outbox)).run_once(at("2021-04-13T02:00+08:00"))
+    real_sync = transport_mod.sync_files
+
+    def full_disk(paths) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transport_mod, "sync_files", full_disk)
+    bot = service(settings, OutboxDirTransport(outbox))
+    report = bot.run_once(at("2021-04-16T09:00+08:00"))
+    assert report.sent == 0 and report.deferred == 1
+    assert list(outbox.iterdir()) == []  # neither the mail nor its temp file
+    [pending] = bot.store.outbox_pending()
+    assert pending["attempts"] == 1 and "No space left" in pending["last_error"]
+    assert service(settings, OutboxDirTransport(outbox)).store.outbox_pending() == [pending]  # committed so
+    monkeypatch.setattr(transport_mod, "sync_files", real_sync)
+    report = bot.run_once(at("2021-04-16T09:30+08:00"))
+    assert report.sent == 1 and len(list(outbox.glob("*.eml"))) == 1
+    assert bot.store.outbox_pending() == [] and bot.store.get_case(KEY).reminders_sent == 1
+    assert bot.run_once(at("2021-04-16T10:30+08:00")).sent == 0
 
 
 def test_a_full_disk_keeps_the_mail_for_later(make_settings, scenario_dir, monkeypatch) -> None:

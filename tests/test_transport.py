@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import mailbot.storage as storage_mod
 from mailbot.compose import make_message_id, recipients, to_bytes
 from mailbot.config import SmtpSettings
 from mailbot.models import EntryKind, OutboundMail
@@ -59,8 +60,11 @@ def make_mail(action_id: str = "reminder:CAS-01234-ABCDEF:1", **changes: object)
 
 
 def send(transport: Transport, mail: OutboundMail | None = None) -> dict[str, tuple[int, str]]:
+    """What the service does: send, then settle before it marks the mail sent."""
     mail = mail or make_mail()
-    return transport.send(to_bytes(mail, NOW), SENDER, recipients(mail), mail.message_id)
+    refused = transport.send(to_bytes(mail, NOW), SENDER, recipients(mail), mail.message_id)
+    transport.settle()
+    return refused
 
 
 def smtp_settings(server: SmtpServer | None = None, **changes: object) -> SmtpSettings:
@@ -256,6 +260,9 @@ def test_outbox_writes_one_file_atomically(tmp_path: Path) -> None:
     assert transport.already_sent(mail.message_id) is False
     assert transport.send(raw, SENDER, recipients(mail), mail.message_id) == {}
     name = mail.message_id.strip("<>") + ".eml"
+    # Taken, not yet settled: written to a hidden temp file, not there for anyone who reads the folder.
+    assert files_in(outbox) == [f".{name}.tmp"] and transport.already_sent(mail.message_id) is False
+    transport.settle()
     assert files_in(outbox) == [name]  # no temp file left behind
     assert (outbox / name).read_bytes() == raw
     assert transport.already_sent(mail.message_id) is True
@@ -284,11 +291,25 @@ def test_outbox_write_failure_is_temporary_and_leaves_nothing(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
+    monkeypatch.setattr(storage_mod, "_SYNCFS", None)  # so that fsync is what a batch sync calls
     transport = OutboxDirTransport(tmp_path)
     with pytest.raises(TemporaryFailure, match="No space left"):
         send(transport)
     assert files_in(tmp_path) == []
     assert transport.already_sent(make_mail().message_id) is False
+
+
+def test_a_batch_of_outbox_mail_appears_at_once_when_settled(tmp_path: Path) -> None:
+    transport = OutboxDirTransport(tmp_path)
+    mails = [make_mail(f"m{i}") for i in range(20)]
+    for mail in mails:
+        transport.send(to_bytes(mail, NOW), SENDER, recipients(mail), mail.message_id)
+    assert not any(transport.already_sent(m.message_id) for m in mails)
+    transport.settle()
+    assert all(transport.already_sent(m.message_id) for m in mails)
+    assert files_in(tmp_path) == sorted(outbox_file_name(m.message_id) for m in mails)
+    transport.settle()  # nothing new: nothing to do
+    assert len(files_in(tmp_path)) == 20
 
 
 def test_outbox_check(tmp_path: Path) -> None:
