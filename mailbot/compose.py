@@ -12,7 +12,9 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import format_datetime, formataddr
+from typing import Any
 
 from mailbot.models import OutboundMail
 
@@ -23,7 +25,22 @@ AUTO_RESPONSE_SUPPRESS = "OOF, NRN, AutoReply, RN"
 # policy.SMTP (CRLF line ends, folding at 78 columns, RFC 5322 §2.1.1) restricted to 7-bit bodies:
 # smtplib does not negotiate 8BITMIME (RFC 6152), so UTF-8 text goes out as quoted-printable/base64.
 SMTP_7BIT = policy.SMTP.clone(cte_type="7bit")
-SMTP_COMPAT = policy.compat32.clone(linesep="\r\n", max_line_length=78)
+
+
+class _Compat32Smtp(Compat32):
+    """compat32 with CRLF and 78-column folding, and a shortcut: a header that is one short line of ASCII is
+    written as it is. compat32 builds a `Header` object and folds every value, even one that needs nothing,
+    which was half of `to_bytes` (0.3 ms a mail); the bytes are identical (tests/test_compose.py compares
+    both ways on random values)."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= self.max_line_length
+                and "\n" not in value and "\r" not in value):
+            return f"{name}: {value}{self.linesep}"
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]
+
+
+SMTP_COMPAT = _Compat32Smtp(linesep="\r\n", max_line_length=78)
 
 
 def _text_part(text: str, subtype: str) -> MIMEText:

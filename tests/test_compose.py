@@ -180,3 +180,23 @@ def test_message_id_rejects_a_bad_domain(domain: str) -> None:
 def test_recipients_are_to_then_cc_lowercased_once() -> None:
     mail = make_mail(to=("A@X.example", "b@y.example"), cc=("a@x.example", " C@Z.example ", "B@Y.EXAMPLE"))
     assert recipients(mail) == ["a@x.example", "b@y.example", "c@z.example"]
+
+
+def test_the_short_ascii_header_shortcut_writes_what_compat32_writes() -> None:
+    """compose's policy writes a short ASCII header as it is instead of folding it through `Header`; the
+    bytes must be those compat32 itself writes, spaces, tabs and encoded-word look-alikes included."""
+    import random
+
+    from mailbot.compose import SMTP_COMPAT
+
+    reference = policy.compat32.clone(linesep="\r\n", max_line_length=78)
+    rng = random.Random(7)
+    alphabet = "ab =?:;<>@.\t,\"()\u00e9"
+    names = ["To", "Subject", "X-Mailbot-Action", "Content-Type", "References"]
+    for _ in range(20_000):
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
+        name = rng.choice(names)
+        assert SMTP_COMPAT.fold_binary(name, value) == reference.fold_binary(name, value), (name, value)
+    # And a whole mail, through the generator.
+    raw = to_bytes(make_mail(html=None), NOW)
+    assert email.message_from_bytes(raw, policy=policy.compat32).as_bytes(policy=reference) == raw
