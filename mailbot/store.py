@@ -4,7 +4,8 @@ Layout (every file a TinyDB JSON document store — `{"_default": {"1": {..., "_
 never edited in place):
 
     <root>/layout.json            layout version and shard counts (a store keeps the counts it was made with)
-    <root>/active/NNNN.json       open cases, 4096 shards by key hash         — loaded lazily, LRU-cached
+    <root>/active/NNNN.json       open cases, 16384 shards by key hash (about one case a shard with 20,000
+                                  open: a case written costs its own few KB) — loaded lazily, LRU-cached
     <root>/due/NNNN.json          key → next action (kind, due in UTC), 16 shards — all the sweep reads
     <root>/closed/NNNN.json       closed cases, 4096 shards                   — loaded lazily, LRU-cached
     <root>/ids/runs.json          the Message-ID index: Message-ID, `token:T` and `case:KEY` → case, kept
@@ -79,7 +80,7 @@ __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
 _TABLE = "_default"
 LAYOUT_VERSION = 4  # 2: an interim layout (never released); 3: the ledger in 4096 shards (migrated)
-SHARDS = {"active": 4096, "due": 16, "closed": 4096, "unsent": 16, "sends": 16, "unmatched": 256}
+SHARDS = {"active": 16384, "due": 16, "closed": 4096, "unsent": 16, "sends": 16, "unmatched": 256}
 # Bytes of JSON each table may keep cached (clean shards only; least recently used go first).
 _CACHE_BYTES = {"active": 24 << 20, "due": 8 << 20, "closed": 8 << 20, "unsent": 1 << 30, "sends": 2 << 20,
                 "unmatched": 2 << 20, "quarantine": 1 << 30, "ledger": 8 << 20}
