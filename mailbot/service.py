@@ -402,14 +402,16 @@ class Service:
                 todo.append({**entry, "attempts": attempts})
             self.store.commit()
             handed: list[tuple[dict[str, Any], bytes, Refused]] = []
-            for n, entry in enumerate(todo, 1):
-                taken = self._transmit(entry, now, report)
-                if taken is not None:
-                    handed.append(taken)
-                if n % SEND_COMMIT_EVERY == 0:
-                    self._mark_sent(handed, now, report)
-                    handed = []
-            self._mark_sent(handed, now, report)
+            try:
+                for n, entry in enumerate(todo, 1):
+                    taken = self._transmit(entry, now, report)
+                    if taken is not None:
+                        handed.append(taken)
+                    if n % SEND_COMMIT_EVERY == 0:
+                        batch, handed = handed, []
+                        self._mark_sent(batch, now, report)
+            finally:  # an error mid-window must not forget what the transport already took
+                self._mark_sent(handed, now, report)
 
     def _already_out(self, entry: dict[str, Any]) -> bool:
         mid = entry["message_id"]

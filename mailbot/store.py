@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import sys
 from array import array
@@ -72,9 +73,12 @@ from mailbot.storage import (
     atomic_write_bytes,
     corrupt_file,
     dump_document,
+    fsync_dir,
     read_document,
     write_batch,
 )
+
+log = logging.getLogger("mailbot")
 
 __all__ = ["Store", "StoreCorrupt", "case_to_doc", "case_from_doc"]
 
@@ -526,6 +530,7 @@ class Store:
         self.unmatched_t = _Table(root, "unmatched", shards["unmatched"], h)
         self.quarantine_t = _Table(root, "quarantine", 1, h, single=True)
         self._checkpoints: dict[str, dict[str, Any]] | None = None
+        self._journal_unlinked = False  # since the last sync of the root folder
         # Case models built from documents, by key: (the document they came from, the model). Valid while
         # that very document object is the stored one (every change stores a new object); Case is frozen.
         self._models: OrderedDict[str, tuple[dict[str, Any], Case]] = OrderedDict()
@@ -573,10 +578,21 @@ class Store:
         for doc in old.docs(keep=False):
             entry = dict(doc)
             key = entry.pop("_k")
+            if self.unsent.get(key) is not None or self.finished.get(key) is not None:
+                continue  # written by a migrating commit that crashed before layout.json said 4: newer
             if entry.get("status") == "pending":
                 self.unsent.put(key, entry)
             else:
                 self.finished.put(key, entry)
+
+    def _try_to_finish_migration(self) -> None:
+        if self.root is None or not (self._migrating or self._leftovers):
+            return
+        try:
+            self._finish_migration()
+        except OSError as e:  # the commit itself is done; until layout.json says 4 the store reads as before
+            log.warning("store: the migration to layout %d is not finished yet (%s); the next commit tries "
+                        "again", LAYOUT_VERSION, e)
 
     def _finish_migration(self) -> None:
         """After the commit that wrote the migrated tables: layout.json says 4, then the old files go. A crash
@@ -645,8 +661,10 @@ class Store:
             # Already in its place: the id index says so since the commit that put it there.
             known_tokens = before.get("tracking_tokens") or ()
         else:  # a new case, or one that moves between open and closed
-            if self.ids.may_hold("case:" + key):
+            moved = other.get(key) if self.ids.may_hold("case:" + key) else None
+            if moved is not None:
                 other.delete(key)
+                known_tokens = moved.get("tracking_tokens") or ()
             self.ids.put("case:" + key, {"case": key, "place": place})
         table.put(key, doc)
         stored = table.get(key)
@@ -658,7 +676,8 @@ class Store:
         else:
             self.due.put(key, {"due": _utc(action.due), "kind": action.kind})
         for token in case.tracking_tokens:
-            if token not in known_tokens:  # a token the case already had points to it already
+            # A token points to the case that gained it last: one the case already had is left as it is.
+            if token not in known_tokens:
                 self.ids.put("token:" + token, {"case": key})
 
     def active_cases(self) -> Iterator[Case]:
@@ -783,8 +802,8 @@ class Store:
         """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it).
 
         With a layout-3 store (`old_ledger`), the journal's ledger changes (a layout-3 commit) are applied to
-        that ledger first, the ledger is migrated, and the journal's other changes go on top: they may be the
-        migrating commit itself, which is newer than the old ledger."""
+        that ledger, the other changes to their tables (they may be the migrating commit itself), and only
+        then is the old ledger migrated, skipping what unsent/ and finished/ already hold (always newer)."""
         path = self._journal_path()
         self._stale_journal = False
         entries = []
@@ -797,7 +816,6 @@ class Store:
                 if entry["t"] == "ledger":
                     (old_ledger.delete(entry["key"]) if entry["d"] is None
                      else old_ledger.put(entry["key"], entry["d"]))
-            self._migrate_ledger(old_ledger)
         for entry in entries:
             name, key, doc = entry["t"], entry["key"], entry["d"]
             if name in self._runs:
@@ -810,6 +828,8 @@ class Store:
                 self._by_name[name].delete(key)
             else:
                 self._by_name[name].put(key, doc)
+        if old_ledger is not None:
+            self._migrate_ledger(old_ledger)
 
     def _changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
         changes: list[tuple[str, str, dict[str, Any] | None]] = []
@@ -828,8 +848,8 @@ class Store:
             if self._stale_journal and self.root is not None:  # replayed, and everything was already on disk
                 os.unlink(self.root / "journal.json")
                 self._stale_journal = False
-            if self.root is not None and (self._migrating or self._leftovers):
-                self._finish_migration()
+                self._journal_unlinked = True
+            self._try_to_finish_migration()
             return 0
         if self.root is None:
             for index in self._runs.values():
@@ -848,20 +868,25 @@ class Store:
         batch = ([s for _, ss in per_table[:1] for s in ss] + finished_files + [s for _, ss in per_table[1:4] for s in ss]
                  + id_files + [s for _, ss in per_table[4:] for s in ss])
         if len(batch) == 1 and not self._stale_journal:
+            if self._journal_unlinked:
+                # The last journal's unlink must be durable before a commit without one: if power loss
+                # brought it back, replaying it would undo this commit.
+                fsync_dir(self.root)
+                self._journal_unlinked = False
             written = write_batch(batch)  # one file is atomic on its own: no journal needed
         else:
             entries = {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}
             log = BufferedAtomicStorage(journal, {_TABLE: entries}, load=False)
             log.dirty = True
             written = write_batch(batch, journal=log)
-            os.unlink(journal)  # no sync needed: replaying a finished commit changes nothing
+            os.unlink(journal)  # no sync needed yet: replaying a finished commit changes nothing
+            self._journal_unlinked = True
         self._stale_journal = False
         self.finished.committed(finished_runs)
         self.ids.committed(runs)
         for table, storages in per_table:
             table.committed(storages)
-        if self._migrating or self._leftovers:
-            self._finish_migration()
+        self._try_to_finish_migration()
         return written + self.finished.merge_big_runs() + self.ids.merge_big_runs()
 
     def _shard_counts(self) -> dict[str, int]:

@@ -246,3 +246,34 @@ def test_a_full_disk_keeps_the_mail_for_later(make_settings, scenario_dir, monke
     assert transport.sent == [] and len(bot.store.outbox_pending()) == 1
     bot.run_once(at("2021-04-16T09:30+08:00"))
     assert len(transport.sent) == 1
+
+
+class BreaksOnTheSecondMail(BlindTransport):
+    """Takes the first mail, then fails in a way nobody planned for (a bug, a broken library)."""
+
+    def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
+        if len(self.sent) == 1:
+            raise RuntimeError("unexpected")
+        return super().send(raw, sender, recipients, message_id)
+
+
+def test_an_error_in_the_middle_of_a_batch_keeps_what_was_already_sent(make_settings) -> None:
+    settings = make_settings()
+    transport = BreaksOnTheSecondMail()
+    bot = service(settings, transport)
+    for n in (1, 2):
+        bot.store.outbox_record({"action_id": f"-/notice/{n}", "case": "-", "kind": "receipt",
+                                 "message_id": f"<n{n}@bot>", "recipients": ["liqi@support.example"],
+                                 "sender": "casebot@support.example", "subject": "s", "text": "t",
+                                 "raw": f"Subject: {n}\r\n\r\nx\r\n", "recorded": f"2021-04-16T09:0{n}:00+08:00",
+                                 "attempts": 0})
+    bot.store.commit()
+    with pytest.raises(RuntimeError):
+        bot.flush_outbox(at("2021-04-16T09:10+08:00"))
+    # The first mail went out: it is marked sent (and committed), so no later try sends it again, even
+    # through a transport that cannot tell.
+    assert bot.store.outbox_entry("-/notice/1")["status"] == "sent"
+    assert service(settings, transport).store.outbox_entry("-/notice/1")["status"] == "sent"
+    transport.__class__ = BlindTransport  # the bug is fixed
+    service(settings, transport).flush_outbox(at("2021-04-16T09:20+08:00"))
+    assert transport.sent_ids == ["<n1@bot>", "<n2@bot>"]

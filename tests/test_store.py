@@ -648,6 +648,64 @@ def test_a_layout_3_journal_left_by_a_crash_is_replayed_before_the_migration(tmp
     assert store.outbox_entry("b/closure/x")["status"] == "failed"
 
 
+@pytest.mark.parametrize("old_journal", [False, True], ids=["clean", "with a layout-3 journal"])
+def test_what_was_done_after_the_migration_survives_a_crash_before_layout_4(tmp_path: Path, monkeypatch,
+                                                                          old_journal: bool) -> None:
+    """The old ledger stays on disk until layout.json says 4; opening the store again must not put its stale
+    entries back over what the new tables hold (a mail sent, then pending again, would go out twice)."""
+    root = tmp_path / "store"
+    failed_for_good = {"status": "failed", "message_id": "<c@bot>", "action_id": "b/closure/x", "raw": "RAWC",
+                       "recorded": "2026-03-03", "error": "550", "_k": "b/closure/x"}
+    _layout_3_store(root, journal=[{"t": "ledger", "key": "b/closure/x", "d": failed_for_good}] if old_journal
+                    else None)
+
+    def no_layout(self: Store) -> None:
+        raise Crash
+
+    store = Store(root)
+    store.outbox_finish("a/reminder/2", "sent", sent="09:01")  # the service's first sweep
+    monkeypatch.setattr(Store, "_write_layout", no_layout)
+    with pytest.raises(Crash):
+        store.commit()
+    monkeypatch.undo()
+    assert _version(root) == 3
+    for store in (Store(root), Store(root)):
+        assert store.outbox_pending() == [] and store.outbox_entry("a/reminder/2")["status"] == "sent"
+        assert store.outbox_entry("b/closure/x").get("error") == ("550" if old_journal else None)
+    # A layout.json that cannot be written (disk full) leaves layout 3 a while longer, but loses nothing.
+    def disk_full(self: Store) -> None:
+        raise storage_mod.StoreWriteError(root / "layout.json", OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(Store, "_write_layout", disk_full)
+    store = Store(root)
+    store.outbox_record({"action_id": "c/reminder/1", "message_id": "<c1@bot>", "raw": "R", "recorded": "x"})
+    store.commit()
+    store.outbox_finish("c/reminder/1", "sent", sent="09:02")
+    store.commit()
+    monkeypatch.undo()
+    assert _version(root) == 3
+    store = Store(root)
+    assert store.outbox_pending() == [] and store.outbox_entry("c/reminder/1")["status"] == "sent"
+    store.commit()
+    assert _version(root) == store_mod.LAYOUT_VERSION and not (root / "ledger").exists()
+    store = Store(root)
+    assert store.outbox_pending() == [] and store.outbox_entry("a/reminder/2")["status"] == "sent"
+
+
+def test_a_token_points_to_the_case_that_gained_it_last(root: Path | None) -> None:
+    store = Store(root)
+    store.put_case(case(key(1), tokens=("CMIT:0000001",)))
+    store.put_case(case(key(2), tokens=("CMIT:0000001",)))  # the CRM reused the token
+    store.commit()
+    store = reopen(store)
+    assert store.case_for_token("CMIT:0000001") == key(2)
+    # Saving or closing the first case again does not take the token back.
+    store.put_case(store.get_case(key(1)).with_(notes=("again",)))
+    store.put_case(store.get_case(key(1)).with_(status=CaseStatus.CLOSED))
+    store.commit()
+    assert reopen(store).case_for_token("CMIT:0000001") == key(2)
+
+
 def test_marking_mail_sent_after_a_long_history_writes_a_few_small_files(tmp_path: Path) -> None:
     """Sending costs what it changes: recording 25 mails, marking them attempted and then sent rewrites the
     few unsent shards and adds a small run of finished mail, however many mails went out before."""
