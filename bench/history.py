@@ -1,8 +1,9 @@
 """History independence: the ingest of bench/ingest.py into a store that already holds 100,000 closed cases
-and 500,000 Message-IDs, against the same ingest into an empty store. Targets (issue 7): speed ≥ 0.8 × the
+and 500,000 Message-IDs (and the 200,000 mails the bot sent for them), against the same ingest into an empty store. Targets (issue 7): speed ≥ 0.8 × the
 empty store's, peak RSS ≤ 200 MB.
 
-    .venv/bin/python bench/history.py [--cases 100000] [--ids-per-case 5] [--messages 2000] [--threads 400]
+    .venv/bin/python bench/history.py [--cases 100000] [--ids-per-case 5] [--sent-per-case 2]
+                                      [--messages 2000] [--threads 400]
                                       [--repeat 1] [--cache DIR] [--json]
 
 The history store is built through the Store API (one commit per group of case shards) and kept in
@@ -47,7 +48,7 @@ from mailbot.store import Store  # noqa: E402
 SPEED_TARGET, RSS_TARGET = 0.8, 200.0
 
 
-def build(root: Path, cases: int, ids_per_case: int) -> float:
+def build(root: Path, cases: int, ids_per_case: int, sent_per_case: int = 2) -> float:
     rng = random.Random(11)
     start = time.perf_counter()
     store = Store(root)
@@ -58,6 +59,20 @@ def build(root: Path, cases: int, ids_per_case: int) -> float:
             yield history_case(i, rng, opened=opened + timedelta(minutes=7 * i), entries=ids_per_case)
 
     fill_store(store, past())
+    # The outbox ledger's history: a reminder and a closure per case, sent (no raw bytes kept).
+    for i in range(cases):
+        key = f"CAS-{i % 100000:05d}-Z{i % 100000:05d}"  # as history_case names them
+        for n in range(sent_per_case):
+            action = f"{key}/{'closure' if n == sent_per_case - 1 else f'reminder/{n + 1}'}/history"
+            store.outbox_record({"action_id": action, "case": key, "kind": "reminder", "attempts": 1,
+                                 "message_id": f"<mailbot.h{i}-{n}@support.example>", "raw": "",
+                                 "recipients": [f"user{i}@customer.example"], "sender": "casebot@support.example",
+                                 "subject": f"[案例号: {key} ] % 历史案例 %", "recorded": "2021-06-01T09:00:00+08:00",
+                                 "text": "杨先生，您好：我们电话未能联系上您，请问问题现在进展如何？" * 4})
+            store.outbox_finish(action, "sent", sent="2021-06-01T09:00:01+08:00", refused=[])
+        if i % 10_000 == 9_999:
+            store.commit()
+    store.commit()
     return time.perf_counter() - start
 
 
@@ -78,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=100_000)
     ap.add_argument("--ids-per-case", type=int, default=5)
+    ap.add_argument("--sent-per-case", type=int, default=2)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=400)
     ap.add_argument("--seed", type=int, default=7)
@@ -91,20 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(Path(args.measure[0]), datetime.fromisoformat(args.measure[1]))))
         return 0
     if args.build:
-        print(json.dumps({"seconds": build(args.build, args.cases, args.ids_per_case), "rss_mb": peak_rss_mb()}))
+        print(json.dumps({"seconds": build(args.build, args.cases, args.ids_per_case, args.sent_per_case), "rss_mb": peak_rss_mb()}))
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-history-"))
     try:
         cache = args.cache or tmp / "history"
-        history = cache / f"store-{args.cases}x{args.ids_per_case}"
+        history = cache / f"store-{args.cases}x{args.ids_per_case}-s{args.sent_per_case}"
         built = None
         if not cached_store_is_current(history):
             if history.exists():
                 shutil.rmtree(history)
             # In a subprocess, so that this parent stays small (children inherit its ru_maxrss).
             built = float(run_child("--build", str(history), "--cases", str(args.cases),  # type: ignore[arg-type]
-                                    "--ids-per-case", str(args.ids_per_case))["seconds"])
+                                    "--ids-per-case", str(args.ids_per_case),
+                                    "--sent-per-case", str(args.sent_per_case))["seconds"])
         files, size = tree_size(history)
         mails = generate(args.messages, args.threads, args.seed)
         now = last_date(mails) + timedelta(minutes=10)
@@ -133,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rss = max(r["rss_mb"] for r in full)
     data = {
         "history_cases": args.cases, "history_ids": args.cases * args.ids_per_case,
+        "history_sent": args.cases * args.sent_per_case,
         "history_store_files": files, "history_store_mb": round(size / 2**20), "build_s": built and round(built, 1),
         "messages": n, "empty_s": round(e["seconds"], 3), "history_s": round(h["seconds"], 3),
         "empty_msg_s": round(n / e["seconds"]), "history_msg_s": round(n / h["seconds"]),
@@ -145,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "all_empty_s": [round(r["seconds"], 3) for r in empty], "all_history_s": [round(r["seconds"], 3) for r in full],
     }
     emit(f"history: {n} messages into an empty store vs one with {args.cases:,} closed cases and "
-         f"{args.cases * args.ids_per_case:,} Message-IDs, best of {args.repeat}", [
+         f"{args.cases * args.ids_per_case:,} Message-IDs ({args.cases * args.sent_per_case:,} mails sent), "
+         f"best of {args.repeat}", [
         ("history store", f"{files:,} files, {size / 2**20:,.0f} MB" + (f" (built in {built:.0f} s)" if built else "")),
         ("empty store", f"{e['seconds']:.2f} s  {n / e['seconds']:,.0f} msg/s  peak RSS {e['rss_mb']:.0f} MB"),
         ("with history", f"{h['seconds']:.2f} s  {n / h['seconds']:,.0f} msg/s  peak RSS {h['rss_mb']:.0f} MB"),
