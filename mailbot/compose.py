@@ -30,7 +30,7 @@ SMTP_7BIT = policy.SMTP.clone(cte_type="7bit")
 class _Compat32Smtp(Compat32):
     """compat32 with CRLF and 78-column folding, and a shortcut: a header that is one short line of ASCII is
     written as it is. compat32 builds a `Header` object and folds every value, even one that needs nothing,
-    which was half of `to_bytes` (0.3 ms a mail); the bytes are identical (tests/test_compose.py compares
+    which was a quarter of `to_bytes` (0.13 of 0.55 ms a mail); the bytes are identical (tests/test_compose.py compares
     both ways on random values)."""
 
     def _fold(self, name: str, value: Any, sanitize: bool) -> str:
