@@ -31,7 +31,9 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py --repeat 3
 	$(BIN)/python bench/history.py --cache /tmp/mailbot-history --repeat 2
 	$(BIN)/python bench/sweep.py --repeat 3 --cache /tmp/mailbot-sweep
+	$(BIN)/python bench/sweep.py --repeat 2 --cache /tmp/mailbot-sweep --due 500
 	$(BIN)/python bench/idle_latency.py
+	$(BIN)/python bench/hostile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -336,7 +336,11 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
         return q if q.is_absolute() else (base_dir / q)
 
     bot = BotSettings(**{**s["bot"], "state_dir": path(s["bot"]["state_dir"], "[bot] state_dir")})
-    mailbox = MailboxSettings(**{**s["mailbox"], "path": path(s["mailbox"]["path"], "[mailbox] path")})
+    token_file = s["mailbox"]["oauth2_token_file"]
+    mailbox = MailboxSettings(**{
+        **s["mailbox"], "path": path(s["mailbox"]["path"], "[mailbox] path"),
+        "oauth2_token_file": str(path(token_file, "[mailbox] oauth2_token_file")) if token_file else "",
+    })
     if mailbox.kind == "imap" and not mailbox.username:
         raise ConfigError("[mailbox] username: expected the IMAP login name when kind = 'imap'")
     overrides = s["followup"]["holiday_overrides"]

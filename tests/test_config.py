@@ -32,6 +32,14 @@ def test_an_empty_file_gives_the_embedded_default(tmp_path: Path) -> None:
     assert settings.bot.state_dir == tmp_path / "state"
 
 
+def test_every_path_is_relative_to_the_config_files_folder(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, "[mailbox]\noauth2_token_file = 'secrets/token'\n"
+                                    "[followup]\nholiday_overrides = 'cn-2027.toml'\n"))
+    assert settings.mailbox.oauth2_token_file == str(tmp_path / "secrets" / "token")
+    assert settings.followup.holiday_overrides == tmp_path / "cn-2027.toml"
+    assert load(write(tmp_path, "")).mailbox.oauth2_token_file == ""  # not set: no token file
+
+
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
