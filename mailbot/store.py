@@ -531,6 +531,7 @@ class Store:
         self.quarantine_t = _Table(root, "quarantine", 1, h, single=True)
         self._checkpoints: dict[str, dict[str, Any]] | None = None
         self._journal_unlinked = False  # since the last sync of the root folder
+        self._runs_to_tidy = root is not None  # run files a killed commit left unlisted: the first commit removes
         # Case models built from documents, by key: (the document they came from, the model). Valid while
         # that very document object is the stored one (every change stores a new object); Case is frozen.
         self._models: OrderedDict[str, tuple[dict[str, Any], Case]] = OrderedDict()
@@ -887,6 +888,13 @@ class Store:
         for table, storages in per_table:
             table.committed(storages)
         self._try_to_finish_migration()
+        if self._runs_to_tidy:
+            # A process killed between a commit's manifest rename and the removal of the runs it merged away
+            # leaves their files behind (never read again); the first commit of the next process removes them.
+            for index in self._runs.values():
+                if index.dir is not None and index.dir.is_dir():
+                    index._remove_unlisted()
+            self._runs_to_tidy = False
         return written + self.finished.merge_big_runs() + self.ids.merge_big_runs()
 
     def _shard_counts(self) -> dict[str, int]:

@@ -706,6 +706,23 @@ def test_a_token_points_to_the_case_that_gained_it_last(root: Path | None) -> No
     assert reopen(store).case_for_token("CMIT:0000001") == key(2)
 
 
+def test_run_files_left_unlisted_by_a_killed_commit_go_with_the_next_writer(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = Store(root)
+    store.remember("<a@x>", key(1))
+    store.commit()
+    # What a kill between the manifest's rename and the removal of the merged-away runs leaves behind.
+    left = [root / "ids" / "r000050.0000.json", root / "ids" / "r000050.fp.json"]
+    for path in left:
+        path.write_text('{"_default": {}}')
+    assert Store(root).case_for_message("<a@x>") == key(1) and all(p.exists() for p in left)  # a reader
+    store = Store(root)
+    store.remember("<b@x>", key(1))
+    store.commit()
+    assert not any(p.exists() for p in left)
+    assert Store(root).case_for_message("<a@x>") == key(1) and Store(root).case_for_message("<b@x>") == key(1)
+
+
 def test_marking_mail_sent_after_a_long_history_writes_a_few_small_files(tmp_path: Path) -> None:
     """Sending costs what it changes: recording 25 mails, marking them attempted and then sent rewrites the
     few unsent shards and adds a small run of finished mail, however many mails went out before."""
