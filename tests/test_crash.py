@@ -601,3 +601,86 @@ def test_a_crash_after_any_file_operation_of_a_commit_leaves_one_whole_commit(
         subprocess.run(["rm", "-rf", str(snapshot)], check=True)
     print(f"crash after each of the {k - 1} {operation} calls of a commit: one whole commit every time")
     assert k > 2  # the commit did go through several such operations
+
+
+# --- SIGKILL while a sweep sends through the outbox folder (the embedded default) --------------------------
+
+
+OUTBOX_CONFIG = """
+[bot]
+address = "casebot@support.example"
+name = "casebot"
+state_dir = "state"
+language = "en"
+[engineers]
+domains = ["support.example"]
+[mailbox]
+kind = "maildir"
+path = "maildir"
+[smtp]
+kind = "outbox"
+"""
+
+
+def test_sigkill_during_a_sweep_through_the_outbox_folder_sends_each_reminder_once(tmp_path: Path) -> None:
+    """`mailbot run --once` on the embedded default sends 200 reminders (the outbox folder stages a batch and
+    publishes it at once) and is killed at random moments, then restarted; at the end each case has exactly
+    one reminder file, complete, recorded as sent, and nothing is left half-written."""
+    from mailbot.mailbox.maildir import deliver
+
+    seed = int(os.environ.get("MAILBOT_CRASH_SEED") or random.randrange(1 << 30))
+    print(f"MAILBOT_CRASH_SEED={seed}")
+    rng = random.Random(seed)
+    (tmp_path / "config.toml").write_text(OUTBOX_CONFIG, encoding="utf-8")
+    cases = 200
+    for n in range(cases):
+        deliver(tmp_path / "maildir", engineer_mail(n))
+
+    def bot(now: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "mailbot.cli", "run", "--once", "--config", "config.toml",
+                                 "--now", now], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+
+    first = bot("2026-03-02T10:00:00+08:00")  # the engineers' mail: 200 cases wait on their customers
+    assert first.wait(timeout=120) == 0, first.stderr.read() if first.stderr else ""
+    due = "2026-03-06T10:00:00+08:00"  # three business days later: every first reminder is due
+    outbox = tmp_path / "state" / "outbox"
+    # How long a whole run takes here (on a copy), so that the kills fall inside one, start-up included.
+    import shutil
+
+    rehearsal = tmp_path.parent / f"{tmp_path.name}-rehearsal"
+    shutil.copytree(tmp_path, rehearsal)
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "mailbot.cli", "run", "--once", "--config", "config.toml",
+                             "--now", due], cwd=rehearsal, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.wait(timeout=120)
+    whole_run = time.monotonic() - started
+    shutil.rmtree(rehearsal)
+    killed = 0
+    for _ in range(8):
+        proc = bot(due)
+        time.sleep(rng.uniform(0.3, 1.0) * whole_run)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(timeout=60)
+        assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
+    for now in (due, "2026-03-06T10:05:00+08:00"):  # a clean finish, then a sweep that finds nothing new
+        proc = bot(now)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+    print(f"{killed} kills landed (a whole run takes {whole_run:.2f} s)")
+
+    files = sorted(outbox.iterdir())
+    assert all(p.suffix == ".eml" and not p.name.startswith(".") for p in files), [p.name for p in files]
+    actions = Counter()
+    store = Store(tmp_path / "state" / "store")
+    sent = {e["message_id"]: e for e in store.outbox_entries() if e["status"] == "sent"}
+    for path in files:
+        raw = path.read_bytes()
+        headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+        actions[str(headers["X-Mailbot-Action"]).split("/")[0]] += 1
+        assert message_id(raw) in sent and raw.rstrip().endswith(b"--")  # whole: the closing MIME boundary
+    assert actions == Counter({key(n): 1 for n in range(cases)})
+    assert store.outbox_pending() == [] and len(sent) == cases
+    assert all(store.get_case(key(n)).reminders_sent == 1 for n in range(cases))
