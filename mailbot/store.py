@@ -293,7 +293,6 @@ class _RunIndex:
     slice in bounded memory."""
 
     def __init__(self, root: Path | None, health: _Health, name: str = "ids") -> None:
-        self.name = name
         self.dir = None if root is None else root / name
         self.health = health
         self.runs: list[_Run] = []
@@ -865,9 +864,10 @@ class Store:
         finished_files, finished_runs = self.finished.storages()
         id_files, runs = self.ids.storages()
         per_table = [(t, t.storages()) for t in self._tables]
-        # Shard files in the order ledger → ids → cases (the journal makes the commit atomic in any order).
-        batch = ([s for _, ss in per_table[:1] for s in ss] + finished_files + [s for _, ss in per_table[1:4] for s in ss]
-                 + id_files + [s for _, ss in per_table[4:] for s in ss])
+        files = {t.name: storages for t, storages in per_table}
+        # Shard files in the order outbox ledger → ids → cases (the journal makes the commit atomic in any order).
+        batch = [*files["unsent"], *finished_files, *files["sends"], *files["unmatched"], *files["quarantine"],
+                 *id_files, *files["closed"], *files["active"], *files["due"]]
         if len(batch) == 1 and not self._stale_journal:
             if self._journal_unlinked:
                 # The last journal's unlink must be durable before a commit without one: if power loss
@@ -877,9 +877,9 @@ class Store:
             written = write_batch(batch)  # one file is atomic on its own: no journal needed
         else:
             entries = {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}
-            log = BufferedAtomicStorage(journal, {_TABLE: entries}, load=False)
-            log.dirty = True
-            written = write_batch(batch, journal=log)
+            journal_file = BufferedAtomicStorage(journal, {_TABLE: entries}, load=False)
+            journal_file.dirty = True
+            written = write_batch(batch, journal=journal_file)
             os.unlink(journal)  # no sync needed yet: replaying a finished commit changes nothing
             self._journal_unlinked = True
         self._stale_journal = False
