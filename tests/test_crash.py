@@ -606,15 +606,8 @@ def test_a_crash_after_any_file_operation_of_a_commit_leaves_one_whole_commit(
 # --- SIGKILL while a sweep sends through the outbox folder (the embedded default) --------------------------
 
 
-OUTBOX_CONFIG = """
-[bot]
-address = "casebot@support.example"
-name = "casebot"
-state_dir = "state"
-language = "en"
-[engineers]
-domains = ["support.example"]
-[mailbox]
+# The same bot and engineers as CONFIG, on the embedded default: a Maildir in, the outbox folder out.
+OUTBOX_CONFIG = CONFIG[:CONFIG.index("[mailbox]")] + """[mailbox]
 kind = "maildir"
 path = "maildir"
 [smtp]
