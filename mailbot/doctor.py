@@ -54,8 +54,14 @@ def _mailbox(settings: Settings, now: datetime) -> str:
             for part in (path, path / sub):
                 if part.exists() and not part.is_dir():
                     raise RuntimeError(f"{part} is a file, not a folder: move it away (`mailbot run` cannot use it)")
-            if not (path / sub).is_dir():
-                raise RuntimeError(f"{path} is not a Maildir yet (no {sub}/); `mailbot run` creates it")
+        missing = [sub for sub in ("new", "cur", "tmp") if not (path / sub).is_dir()]
+        if missing:
+            # A state the bot fixes itself is not a failure, as long as it can: the nearest existing folder
+            # must be writable for `mailbot run` to create the Maildir.
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            if not os.access(existing, os.W_OK):
+                raise RuntimeError(f"{path} does not exist and {existing} is not writable: create the Maildir")
+            raise Warning(f"{path} is not a Maildir yet (no {'/, '.join(missing)}/): `mailbot run` creates it")
         if not os.access(path / "new", os.W_OK):
             raise RuntimeError(f"{path}/new is not writable")
         waiting = sum(1 for _ in (path / "new").iterdir())

@@ -354,3 +354,15 @@ def test_run_once_with_the_imap_server_down_fails_in_one_line(tmp_path: Path, ca
     last = err.strip().splitlines()[-1]
     assert code == 1 and last.startswith("mailbot: could not reconnect") and "within 2 s" in last
     assert "unexpected" not in err and "Traceback" not in err
+
+
+def test_doctor_on_a_fresh_setup_warns_that_run_creates_the_maildir(config: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # A state the bot fixes itself (`mailbot run` creates the Maildir) is a warning, not a failure.
+    code, out, _ = run(capsys, "doctor", "--json", "--config", str(config))
+    mailbox = next(c for c in json.loads(out) if c["check"] == "mailbox")
+    assert mailbox["ok"] and mailbox.get("warning") and "`mailbot run` creates it" in mailbox["detail"]
+    run(capsys, "run", "--once", "--config", str(config))
+    code, out, _ = run(capsys, "doctor", "--json", "--config", str(config))
+    mailbox = next(c for c in json.loads(out) if c["check"] == "mailbox")
+    assert mailbox["ok"] and not mailbox.get("warning") and "0 new" in mailbox["detail"]
