@@ -87,10 +87,10 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
             # Parsed on every core (mailbot.parsers) while this loop applies, oldest first.
             parsed = parse_in_batches(service.parser, [m.raw for m in mails], COMMIT_EVERY)
             for i, (fetched, mail) in enumerate(zip(mails, parsed, strict=True), 1):
-                outcome = service.handle_parsed(fetched, mail, now, report)
-                if outcome.startswith("quarantine:"):
-                    store.add_quarantined({"ref": f"import:{fetched.ref}", "reason": outcome.split(":", 1)[1],
-                                           "at": now.isoformat(), "size": len(fetched.raw)})
+                # The service records an unreadable mail in the quarantine once, under this ref: `import:`
+                # says it came from the import's source (which keeps the file), not from the bot's Maildir,
+                # so `requeue` never looks for it there.
+                service.handle_parsed(FetchedMail(f"import:{fetched.ref}", fetched.raw), mail, now, report)
                 if i % COMMIT_EVERY == 0:
                     store.commit()
                 elapsed = max(time.monotonic() - started, 1e-6)

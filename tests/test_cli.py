@@ -366,3 +366,19 @@ def test_doctor_on_a_fresh_setup_warns_that_run_creates_the_maildir(config: Path
     code, out, _ = run(capsys, "doctor", "--json", "--config", str(config))
     mailbox = next(c for c in json.loads(out) if c["check"] == "mailbox")
     assert mailbox["ok"] and not mailbox.get("warning") and "0 new" in mailbox["detail"]
+
+
+def test_import_records_an_unreadable_mail_in_the_quarantine_once(config: Path, scenario_dir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    source = config.parent / "history"
+    source.mkdir()
+    (source / "empty.eml").write_bytes(b"")
+    (source / "blank.eml").write_bytes(b"\r\n\r\n")
+    (source / "01.eml").write_bytes(next(scenario_dir.glob("01-*.eml")).read_bytes())
+    code, out, _ = run(capsys, "import", str(source), "--json", "--config", str(config),
+                       "--now", "2021-04-19T12:00:00+08:00")
+    assert code == 0 and json.loads(out)["quarantined"] == 2
+    code, out, _ = run(capsys, "doctor", "--json", "--config", str(config))
+    store = next(c for c in json.loads(out) if c["check"] == "store")
+    # Once each, under the import's own ref: `requeue` is never pointed at a Maildir file that is not there.
+    assert "2 quarantined" in store["detail"]
