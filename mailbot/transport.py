@@ -2,7 +2,8 @@
 
 Every failure is one of two kinds, because the caller only has to decide "retry later" or "give up":
 TemporaryFailure (4xx replies, connection, login and TLS problems: the mail itself is fine) and
-PermanentFailure (5xx for this mail's sender, recipients or content: resending the same bytes won't help).
+PermanentFailure (5xx for this mail's sender, recipients or content: resending the same bytes won't help),
+which says whether the recipients were refused or the message itself was (`about_message`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class TemporaryFailure(TransportError):
 
 
 class PermanentFailure(TransportError):
-    """5xx for this mail (RFC 5321 §4.2.1): `recipients` are the refused addresses, all when the whole
-    mail was refused."""
+    """5xx for this mail (RFC 5321 §4.2.1). Either the recipients were refused (5xx to RCPT TO):
+    `recipients` are those addresses; or the message itself was (`about_message`: 5xx to MAIL FROM, to DATA
+    or after the data — 500 line too long, 501 syntax, 552 size, 554 content): no recipient is at fault, so
+    `recipients` is empty, and the addresses must not be marked as failing."""
 
-    def __init__(self, reason: str, recipients: tuple[str, ...] = ()) -> None:
+    def __init__(self, reason: str, recipients: tuple[str, ...] = (), *, about_message: bool = False) -> None:
         super().__init__(reason)
-        self.recipients = recipients
+        self.recipients = () if about_message else recipients
+        self.about_message = about_message
 
 
 class Transport(Protocol):
@@ -115,8 +119,10 @@ class OutboxDirTransport:
         target = self.path_for(message_id)
         tmp = target.with_name(f".{target.name}.tmp")  # the same name on a retry: no litter after a crash
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # 0600 whatever the umask: the mail holds customers' addresses and words.
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600),
+                      "wb") as f:
                 f.write(raw)
         except OSError as e:
             # A full disk or a permission problem is not the mail's fault: keep it and retry.
@@ -265,19 +271,28 @@ class SmtpTransport:
     def send(self, raw: bytes, sender: str, recipients: list[str], message_id: str) -> Refused:
         if not recipients:
             raise PermanentFailure("no recipients")
+        # RFC 6531: a non-ASCII address needs SMTPUTF8, which we do not negotiate (smtplib would raise
+        # UnicodeEncodeError mid-session): refused here, as a server would at RCPT.
+        unsendable: Refused = {r: (553, "5.6.7 non-ASCII address needs SMTPUTF8 (RFC 6531)")
+                               for r in recipients if not r.isascii()}
+        if unsendable:
+            recipients = [r for r in recipients if r not in unsendable]
+            if not recipients:
+                raise _all_refused(unsendable, list(unsendable))
         smtp = self._connect()
         accepted = False
         try:
             refused: Refused = smtp.sendmail(sender, recipients, raw)
             accepted = True
-        except smtplib.SMTPRecipientsRefused as e:
-            raise _all_refused(e.recipients, recipients) from e
+        except smtplib.SMTPRecipientsRefused as e:  # 5xx to RCPT TO: the recipients' failure
+            raise _all_refused({**unsendable, **e.recipients}, recipients) from e
+        # The rest is about the message (RFC 5321 §3.3: MAIL FROM, DATA and the reply after the data).
         except smtplib.SMTPSenderRefused as e:
-            raise self._mail_refused("sender " + sender, e.smtp_code, e.smtp_error, recipients) from e
+            raise self._mail_refused("sender " + sender, e.smtp_code, e.smtp_error) from e
         except smtplib.SMTPDataError as e:
-            raise self._mail_refused("message", e.smtp_code, e.smtp_error, recipients) from e
+            raise self._mail_refused("message", e.smtp_code, e.smtp_error) from e
         except smtplib.SMTPResponseException as e:
-            raise self._mail_refused("mail", e.smtp_code, e.smtp_error, recipients) from e
+            raise self._mail_refused("mail", e.smtp_code, e.smtp_error) from e
         except (smtplib.SMTPException, OSError) as e:
             # Disconnected or timed out mid-transaction: the server did not take responsibility (RFC 5321
             # §6.1 starts at the final 250), so sending again is right.
@@ -287,9 +302,9 @@ class SmtpTransport:
                 self._note_accepted(message_id)
             _close(smtp)
         # Partial refusal: the others have it; reporting the refused ones is the caller's business.
-        return {addr: (code, _one_line(text)) for addr, (code, text) in refused.items()}
+        return {addr: (code, _one_line(text)) for addr, (code, text) in {**unsendable, **refused}.items()}
 
-    def _mail_refused(self, what: str, code: int, text: str | bytes, recipients: list[str]) -> TransportError:
+    def _mail_refused(self, what: str, code: int, text: str | bytes) -> TransportError:
         reply = _reply(code, text)
         if code in _AUTH_CODES:
             return TemporaryFailure(
@@ -297,7 +312,7 @@ class SmtpTransport:
             )
         if 400 <= code < 500:
             return TemporaryFailure(f"{what} deferred by {self._where}: {reply}")
-        return PermanentFailure(f"{what} refused by {self._where}: {reply}", tuple(recipients))
+        return PermanentFailure(f"{what} refused by {self._where}: {reply}", about_message=True)
 
     def check(self) -> str:
         s = self.settings
@@ -363,10 +378,10 @@ class AcceptedLog:
         ids = self._load()
         mid = " ".join(message_id.split())  # one line whatever it holds
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         except FileNotFoundError:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             os.write(fd, (mid + "\n").encode("ascii", "replace"))
             os.fsync(fd)

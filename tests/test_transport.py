@@ -7,10 +7,10 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -164,15 +164,49 @@ def test_smtp_fails_the_next_n_transactions(smtp_server: SmtpServer) -> None:
     assert len(smtp_server.messages) == 1
 
 
-@pytest.mark.parametrize(("stage", "code"), [("RCPT", 550), ("DATA", 554), ("DATA", 552), ("MAIL", 553)])
-def test_smtp_5xx_for_the_whole_mail_is_permanent_for_everyone(
+def test_smtp_5xx_to_every_rcpt_is_permanent_for_every_recipient(smtp_server: SmtpServer) -> None:
+    smtp_server.fail_next(550, stage="RCPT")
+    with pytest.raises(PermanentFailure, match="550") as err:
+        send(smtp(smtp_server))
+    assert set(err.value.recipients) == {CUSTOMER, ENGINEER}
+    assert not err.value.about_message
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(("stage", "code"), [("DATA", 554), ("DATA", 552), ("DATA", 500), ("DATA", 501),
+                                             ("MAIL", 553), ("MAIL", 501)])
+def test_smtp_5xx_to_mail_from_or_the_data_is_about_the_message_not_its_recipients(
     smtp_server: SmtpServer, stage: str, code: int
 ) -> None:
     smtp_server.fail_next(code, stage=stage)
     with pytest.raises(PermanentFailure, match=str(code)) as err:
         send(smtp(smtp_server))
-    assert set(err.value.recipients) == {CUSTOMER, ENGINEER}
+    assert err.value.about_message
+    assert err.value.recipients == ()  # nobody's address is at fault: none may be marked as failing
     assert smtp_server.messages == []
+
+
+def test_a_line_over_998_octets_is_refused_by_a_real_server_as_a_fault_of_the_message(
+    smtp_server: SmtpServer,
+) -> None:
+    """What one outsider's 2,000-character Message-ID did to every later mail of its case before compose
+    left such ids out: aiosmtpd reads the line after the data and answers 500 (RFC 5321 §4.5.3.1.6)."""
+    raw = to_bytes(make_mail(), NOW).replace(b"\r\nReferences: ", b"\r\nReferences: <" + b"x" * 2000 + b"@o.example> ")
+    with pytest.raises(PermanentFailure, match="500 Line too long") as err:
+        smtp(smtp_server).send(raw, SENDER, [CUSTOMER, ENGINEER], make_mail().message_id)
+    assert err.value.about_message and err.value.recipients == ()
+    assert smtp_server.messages == []
+
+
+def test_a_non_ascii_recipient_is_refused_without_a_traceback(smtp_server: SmtpServer) -> None:
+    # RFC 6531: such an address needs SMTPUTF8; the others still get the mail.
+    refused = smtp(smtp_server).send(to_bytes(make_mail(), NOW), SENDER, ["张三@client.example", CUSTOMER], "<m@x>")
+    assert list(refused) == ["张三@client.example"] and refused["张三@client.example"][0] == 553
+    [got] = smtp_server.messages
+    assert got.recipients == (CUSTOMER,)
+    with pytest.raises(PermanentFailure, match="SMTPUTF8") as err:
+        smtp(smtp_server).send(to_bytes(make_mail(), NOW), SENDER, ["张三@client.example"], "<m@x>")
+    assert err.value.recipients == ("张三@client.example",) and not err.value.about_message
 
 
 def test_smtp_partial_refusal_counts_as_sent_to_the_others(smtp_server: SmtpServer) -> None:
@@ -372,3 +406,75 @@ def test_memory_check_error() -> None:
     transport.check_error = PermanentFailure("535 bad password")
     with pytest.raises(PermanentFailure, match="535"):
         transport.check()
+
+
+# --- the service over a real SMTP server: what a failure of the message does to the case (issue 13)
+
+
+def case_bot(make_settings: Any, server: SmtpServer) -> Any:
+    """A fresh process's view of a Maildir + SMTP bot: the store read from disk again."""
+    from mailbot.mailbox.maildir import MaildirMailbox
+    from mailbot.service import Service, make_calendar
+    from mailbot.store import Store
+
+    settings = make_settings(bot={"language": "en"},
+                             smtp={"kind": "smtp", "host": server.host, "port": server.port, "security": "none",
+                                   "username": ""})
+    return Service(settings, Store(settings.bot.state_dir / "store"), MaildirMailbox(settings.mailbox.path),
+                   SmtpTransport(settings.smtp, None, accepted_log=settings.bot.state_dir / "smtp-accepted.log"),
+                   make_calendar(settings))
+
+
+def test_a_message_refused_at_data_is_failed_and_told_without_marking_the_customer(
+    make_settings: Any, smtp_server: SmtpServer
+) -> None:
+    from mailbot.mailbox.maildir import deliver
+    from tests.test_crash import START, engineer_mail, key
+
+    bot = case_bot(make_settings, smtp_server)
+    deliver(bot.settings.mailbox.path, engineer_mail(8))
+    smtp_server.fail_next(554, stage="DATA")  # "554 5.7.1 Message rejected": the content, not the address
+    assert bot.run_once(START).failed == 1
+    case = bot.store.get_case(key(8))
+    assert case.failed_addresses == ()
+    assert case.next_action is not None  # the customer can still be reminded
+    assert any("reminder failed" in note and "554" in note for note in case.notes)
+    assert bot.run_once(START + timedelta(minutes=1)).sent == 1
+    [notice] = smtp_server.messages  # the engineers hear of it, with the server's words
+    assert notice.recipients == ("eng1@support.example",)
+    assert b"554" in notice.raw
+
+
+def test_an_outsiders_2000_character_message_id_does_not_stop_the_cases_mail(
+    make_settings: Any, smtp_server: SmtpServer
+) -> None:
+    from mailbot.mailbox.maildir import deliver
+    from tests.test_crash import REPLY_DATE, START, engineer_mail, key
+
+    bot = case_bot(make_settings, smtp_server)
+    deliver(bot.settings.mailbox.path, engineer_mail(9))
+    assert bot.run_once(START).sent == 1  # the first reminder
+    huge = "<" + "q" * 1980 + "@outsider.example>"
+    deliver(bot.settings.mailbox.path, (
+        f"From: Someone Else <someone@elsewhere.example>\r\nTo: casebot@support.example\r\n"
+        f"Subject: Re: [Case: {key(9)} ] Printer queue 9 stalls\r\nDate: {REPLY_DATE}\r\n"
+        f"Message-ID: {huge}\r\nIn-Reply-To: <eng-9@support.example>\r\n\r\nWhat is this about?\r\n"
+    ).encode())
+    bot.run_once(START + timedelta(minutes=1))
+    case = bot.store.get_case(key(9))
+    assert case.outsiders == ("someone@elsewhere.example",)  # it threaded into the case
+    reminders = 1
+    for day in range(1, 15):  # until the next reminder is due
+        bot.run_once(START + timedelta(days=day))
+        case = bot.store.get_case(key(9))
+        if case.reminders_sent > reminders:
+            break
+    assert case.reminders_sent == 2, "the second reminder went out"
+    assert case.failed_addresses == ()
+    to_customer = [m for m in smtp_server.messages if "cust9@customer9.example" in m.recipients]
+    assert len(to_customer) == 2
+    for mail in smtp_server.messages:  # every mail of the case, the engineers' notice included
+        head = mail.raw.split(b"\r\n\r\n", 1)[0]
+        assert max(len(line) for line in head.split(b"\r\n")) <= 998  # RFC 5322 §2.1.1
+    last = email.message_from_bytes(to_customer[-1].raw, policy=policy.default)
+    assert "<eng-9@support.example>" in last["References"]
