@@ -21,6 +21,7 @@ _GB_FAMILY = (
 _CHINESE = ("gb18030", "big5hkscs")
 _JAPANESE = ("euc_jp", "cp932", "iso2022_jp")
 _KOREAN = ("cp949", "iso2022_kr")
+_SAMPLE = 16 * 1024  # bytes _looks_double_byte reads
 
 
 def register() -> None:
@@ -35,6 +36,7 @@ def _looks_double_byte(data: bytes) -> bool:
     """GB2312/GBK text: high bytes come in pairs of two high bytes. Latin-1 text has lone high bytes,
     or a high byte followed by an ASCII letter (`é` + `c`), which GB18030 would happily read as one
     ideograph — so only pairs of two high bytes count in favour."""
+    data = data[:_SAMPLE]  # a guess: a sample says as much as the whole, and the loop is Python
     strong = weak = lone = i = 0
     n = len(data)
     while i < n:
@@ -56,8 +58,13 @@ def decode_8bit(data: bytes, hint: str | None = None) -> str:
     order = ["utf-8"]
     if (name := lookup_or_none(hint)) is not None:
         order.append(name)
-    order += ["gb18030", "big5hkscs"] if _looks_double_byte(data) else []
     for enc in dict.fromkeys(order):
+        try:
+            return data.decode(enc)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    # Only now, when neither fits: the guess costs a Python loop over the bytes.
+    for enc in ("gb18030", "big5hkscs") if _looks_double_byte(data) else ():
         try:
             return data.decode(enc)
         except (UnicodeDecodeError, LookupError):

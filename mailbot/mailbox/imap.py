@@ -37,7 +37,7 @@ from imapclient.exceptions import (
 )
 
 from mailbot.config import MailboxSettings
-from mailbot.mailbox.base import FetchedMail, MailboxProblem
+from mailbot.mailbox.base import Budget, FetchedMail, MailboxProblem
 from mailbot.storage import StoreWriteError
 
 log = logging.getLogger("mailbot.imap")
@@ -471,11 +471,16 @@ class ImapMailbox:
             return f"folder {folder!r} does not exist on {self._where} (folders: {shown})"
         return f"cannot open folder {folder!r} on {self._where}: {error}"
 
-    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
-        """Unprocessed mail above the checkpoint, oldest first. Does not set \\Seen (BODY.PEEK)."""
-        return self._run(self._main, "fetch_new", lambda c, _retried: self._fetch_new(c, limit, skip))
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = (), *, max_bytes: int | None = None,
+                  max_message_bytes: int | None = None) -> list[FetchedMail]:
+        """Unprocessed mail above the checkpoint, oldest first. Does not set \\Seen (BODY.PEEK). With a byte
+        budget, each chunk's RFC822.SIZE (RFC 3501 §6.4.5) is fetched first: the bodies fetched stop at the
+        budget, and a message bigger than max_message_bytes is never downloaded."""
+        budget = Budget(limit, max_bytes, max_message_bytes)
+        return self._run(self._main, "fetch_new", lambda c, _retried: self._fetch_new(c, limit, skip, budget))
 
-    def _fetch_new(self, client: IMAPClient, limit: int | None, skip: Collection[str] = ()) -> list[FetchedMail]:
+    def _fetch_new(self, client: IMAPClient, limit: int | None, skip: Collection[str] = (),
+                   budget: Budget | None = None) -> list[FetchedMail]:
         self._select(client)  # every time: fresh UIDVALIDITY and message list
         last = self._last_uid
         # `N:*` always matches the highest UID even when N is beyond it: filter again below.
@@ -487,9 +492,21 @@ class ImapMailbox:
             found = [u for u in found if make_ref(self.settings.folder, self._uidvalidity, u) not in skip]
         wanted = found if limit is None else found[: max(limit, 0)]
         out: list[FetchedMail] = []
+        sized = budget is not None and (budget.max_bytes is not None or budget.max_message_bytes is not None)
+        if budget is not None:  # a retry after a reconnect starts counting again
+            budget.mails = budget.held = 0
         for chunk in _chunks(wanted, FETCH_CHUNK):
-            bodies = self._fetch_bodies(client, chunk)
+            if budget is not None and budget.full():
+                break
+            unread: dict[int, int] = {}
+            if sized and budget is not None:
+                chunk, unread = self._within(client, chunk, budget)
+            bodies = self._fetch_bodies(client, [u for u in chunk if u not in unread])
             for uid in chunk:
+                if uid in unread:
+                    self._pending.add(uid)
+                    out.append(FetchedMail(make_ref(self.settings.folder, self._uidvalidity, uid), b"", unread[uid]))
+                    continue
                 raw = bodies.get(uid)
                 if raw is None:
                     log.info(
@@ -501,6 +518,31 @@ class ImapMailbox:
                 self._pending.add(uid)
                 out.append(FetchedMail(make_ref(self.settings.folder, self._uidvalidity, uid), raw))
         return out
+
+    def _within(self, client: IMAPClient, uids: list[int], budget: Budget) -> tuple[list[int], dict[int, int]]:
+        """The UIDs of a chunk that fit the budget (by RFC822.SIZE, in order), and those among them too big
+        to download at all, with their sizes. A UID whose size the server does not give is fetched."""
+        try:
+            response = client.fetch(uids, ["RFC822.SIZE"])
+        except IMAPClientAbortError:
+            raise
+        except IMAPClientError as e:
+            log.info("FETCH RFC822.SIZE failed (%s); fetching the bodies without it", e)
+            response = {}
+        taken: list[int] = []
+        unread: dict[int, int] = {}
+        for uid in uids:
+            if budget.full():
+                break
+            size = response.get(uid, {}).get(b"RFC822.SIZE")
+            size = size if isinstance(size, int) else 0
+            taken.append(uid)
+            budget.mails += 1
+            if budget.too_big(size):
+                unread[uid] = size
+            else:
+                budget.held += size
+        return taken, unread
 
     def _fetch_bodies(self, client: IMAPClient, uids: list[int]) -> dict[int, bytes]:
         try:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from itertools import count
 from pathlib import Path
 
-from mailbot.mailbox.base import FetchedMail, MailboxProblem
+from mailbot.mailbox.base import Budget, FetchedMail, MailboxProblem
 from mailbot.storage import fsync_dir
 
 _SEQ = count()
@@ -59,23 +59,29 @@ class MaildirMailbox:
         self._not_mail: set[str] = set()
         ensure_maildir(path)
 
-    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = (), *, max_bytes: int | None = None,
+                  max_message_bytes: int | None = None) -> list[FetchedMail]:
         names = sorted(n for n in os.listdir(self.path / "new") if not n.startswith(".") and n not in skip)
         mails: list[FetchedMail] = []
+        budget = Budget(limit, max_bytes, max_message_bytes)
         for name in names:
-            if limit is not None and len(mails) >= limit:
+            if budget.full():
                 break
             path = self.path / "new" / name
             try:
                 # Only a regular file is a mail: a folder or a pipe left in new/ (by hand, by a broken
                 # delivery agent) is not read — reading a pipe would wait for ever — and holds nothing up.
-                if not stat.S_ISREG(path.lstat().st_mode):
+                st = path.lstat()
+                if not stat.S_ISREG(st.st_mode):
                     self._note_not_mail(name)
+                    continue
+                if budget.too_big(st.st_size):  # quarantined unread: never held in memory
+                    mails.append(budget.take(FetchedMail(ref=name, raw=b"", size=st.st_size)))
                     continue
                 raw = path.read_bytes()
             except FileNotFoundError:  # another reader took it meanwhile
                 continue
-            mails.append(FetchedMail(ref=name, raw=raw))
+            mails.append(budget.take(FetchedMail(ref=name, raw=raw)))
         return mails
 
     def _note_not_mail(self, name: str) -> None:

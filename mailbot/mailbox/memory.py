@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from mailbot.mailbox.base import FetchedMail
+from mailbot.mailbox.base import Budget, FetchedMail
 
 
 class MemoryMailbox:
@@ -20,10 +20,16 @@ class MemoryMailbox:
         self.inbox[ref] = raw
         return ref
 
-    def fetch_new(self, limit: int | None = None, skip: Collection[str] = ()) -> list[FetchedMail]:
-        refs = sorted(r for r in self.inbox if r not in skip)
-        refs = refs[:limit] if limit is not None else refs
-        return [FetchedMail(ref, self.inbox[ref]) for ref in refs]
+    def fetch_new(self, limit: int | None = None, skip: Collection[str] = (), *, max_bytes: int | None = None,
+                  max_message_bytes: int | None = None) -> list[FetchedMail]:
+        budget = Budget(limit, max_bytes, max_message_bytes)
+        out: list[FetchedMail] = []
+        for ref in sorted(r for r in self.inbox if r not in skip):
+            if budget.full():
+                break
+            raw = self.inbox[ref]
+            out.append(budget.take(FetchedMail(ref, b"", len(raw)) if budget.too_big(len(raw)) else FetchedMail(ref, raw)))
+        return out
 
     def mark_processed(self, refs: list[str]) -> None:
         for ref in refs:
