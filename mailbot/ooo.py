@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])}
@@ -20,18 +20,30 @@ _EN_MONTH_DAY = re.compile(_CUE + r"\s+(?:[a-z]+,?\s+)?" + _MONTH + r"\s+(\d{1,2
 _EN_ISO = re.compile(_CUE + r"\s+(?:[a-z]+,?\s+)?(\d{4})-(\d{1,2})-(\d{1,2})", re.I)
 
 
+# How far from the mail's date a return date may lie. A leave of more than a year is not something to
+# hold reminders for, and a date beyond it (`back on 9999-12-31`) is a typo or a trap: near the calendar's
+# ends, business-day arithmetic and time zones overflow (OverflowError quarantined the mail).
+MAX_AWAY = timedelta(days=400)
+_USABLE = (date(2, 1, 1), date(9998, 12, 31))  # a year's margin from date.min/max for the arithmetic after
+
+
+def _plausible(d: date, sent: date) -> date | None:
+    return d if abs(d - sent) <= MAX_AWAY and _USABLE[0] <= d <= _USABLE[1] else None
+
+
 def _resolve(year: int | None, month: int, day: int, sent: date) -> date | None:
     """A date without a year is the next such date on or after the mail was sent — unless it lies only
     a little in the past: an out-of-office left on after `back on 2 April` answering on 13 April means
-    2 April (already back), not 2 April next year, which would hold the reminders for a year."""
+    2 April (already back), not 2 April next year, which would hold the reminders for a year. A date the
+    calendar cannot use (no such day, or further than MAX_AWAY from the mail) is no return date."""
     try:
         if year is not None:
-            return date(year, month, day)
+            return _plausible(date(year, month, day), sent)
         candidate = date(sent.year, month, day)
         if candidate >= sent or (sent - candidate).days <= 183:
-            return candidate
-        return date(sent.year + 1, month, day)
-    except ValueError:
+            return _plausible(candidate, sent)
+        return _plausible(date(sent.year + 1, month, day), sent)
+    except (ValueError, OverflowError):
         return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailbot.config import EngineerSettings
-from mailbot.models import Role
+from mailbot.models import InboundMail, Role
 
 
 def role_of(address: str, engineers: EngineerSettings, bot_address: str) -> Role:
@@ -15,3 +15,14 @@ def role_of(address: str, engineers: EngineerSettings, bot_address: str) -> Role
     if addr in engineers.addresses or addr.rpartition("@")[2] in engineers.domains:
         return Role.ENGINEER
     return Role.CUSTOMER
+
+
+def sender_role(mail: InboundMail, engineers: EngineerSettings, bot_address: str) -> Role:
+    """The role of a mail's author. Engineer only when From names exactly one mailbox (RFC 5322 §3.6.2
+    allows several): with `From: liqi@support.example, x@evil.example` nobody can say which one wrote it,
+    and a From that names none (only Sender, or an address that does not parse) proves nothing. Such a
+    mail is read as an outsider's (customer), so its commands are refused and reported."""
+    role = role_of(mail.from_addr, engineers, bot_address)
+    if role == Role.ENGINEER and mail.from_count != 1:
+        return Role.CUSTOMER
+    return role
