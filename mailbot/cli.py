@@ -71,10 +71,44 @@ class _JsonFormatter(logging.Formatter):
 # --- wiring ----------------------------------------------------------------------------------------
 
 
+def private_state(state: Path) -> None:
+    """Keep the state folder private: it holds customers' mail (store, outbox, quarantine records).
+
+    New files are 0600 and folders 0700 by the umask `main` sets; a folder made by an older version (or by
+    hand) with group or other bits is tightened once, with what is in it, and logged."""
+    try:
+        mode = state.stat().st_mode & 0o777
+    except OSError:  # not there yet (a read-only command) or not ours to look at: nothing to tighten
+        return
+    if not mode & 0o077:
+        return
+    try:
+        state.chmod(0o700)
+    except OSError as e:
+        logging.getLogger("mailbot").warning("- state folder %s is readable by others (mode %03o) and cannot be "
+                                             "made private: %s", state, mode, e.strerror or e)
+        return
+    tightened = failed = 0
+    for folder, dirs, files in os.walk(state):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+                if st.st_mode & 0o077 and not os.path.islink(path):
+                    os.chmod(path, st.st_mode & 0o700)
+                    tightened += 1
+            except OSError:
+                failed += 1
+    logging.getLogger("mailbot").warning(
+        "- state folder %s was readable by others (mode %03o): now 0700, %d entries in it made private%s",
+        state, mode, tightened, f", {failed} could not be changed" if failed else "")
+
+
 def open_store(settings: Settings) -> Any:
     from mailbot.store import Store, StoreCorrupt
 
     root = settings.bot.state_dir / "store"
+    private_state(settings.bot.state_dir)
     try:
         return Store(root)
     except StoreCorrupt as e:
@@ -90,9 +124,10 @@ def writer_lock(settings: Settings) -> Iterator[None]:
 
     state = settings.bot.state_dir
     try:
-        state.mkdir(parents=True, exist_ok=True)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise RuntimeProblem(f"cannot create the state folder {state}: {e.strerror or e}") from None
+    private_state(state)
     lock = FileLock(str(state / "mailbot.lock"))
     try:
         lock.acquire(timeout=0)
@@ -443,6 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything mailbot writes holds customers' mail: files 0600 and folders 0700, whatever the login's umask
+    # (the systemd unit sets UMask=0077 too). Restored on return, for callers that run main() in-process.
+    previous = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)

@@ -23,6 +23,8 @@ ALIASES: dict[str, str] = {
     "status": "status", "状态": "status", "狀態": "status",
     "help": "help", "帮助": "help", "幫助": "help",
     "timezone": "timezone", "tz": "timezone", "时区": "timezone", "時區": "timezone",
+    "add": "add", "添加": "add", "加入": "add", "增加": "add",
+    "remove": "remove", "移除": "remove", "删除": "remove", "刪除": "remove", "去掉": "remove",
 }
 
 HELP = {
@@ -36,6 +38,8 @@ HELP = {
         "#reopen — reopen a closed case",
         "#lang en | zh-CN — language of the mail to the customer",
         "#timezone Europe/Berlin — count business days and hours in the customer's time zone",
+        "#add ADDRESS — include someone: they get the case's reminders and closure from now on",
+        "#remove ADDRESS — stop sending the case's reminders and closure to someone",
         "#status — reply with the case card",
         "#help — this list",
     ],
@@ -49,6 +53,8 @@ HELP = {
         "#重开 — 重新打开已关闭的案例",
         "#语言 中文 | 英文 (zh-CN | en) — 发给客户的邮件语言",
         "#时区 Europe/Berlin — 按客户所在时区计算工作日和工作时间",
+        "#添加 地址 — 把某人加入本案例的客户：此后的提醒和结案总结都会发给他",
+        "#移除 地址 — 不再向某人发送本案例的提醒和结案总结",
         "#状态 — 回复案例卡片",
         "#帮助 — 本列表",
     ],
@@ -110,7 +116,26 @@ def _parse_args(name: str, raw: str, args: tuple[str, ...]) -> Command:
         return Command(name, raw, args, error="expected '#lang en' or '#lang zh-CN'")
     if name == "timezone" and (len(args) != 1 or not _is_zone(args[0])):
         return Command(name, raw, args, error="expected an IANA time zone, e.g. '#timezone Europe/Berlin'")
+    if name in ("add", "remove"):
+        return _addresses(name, raw, args)
     return Command(name, raw, args)
+
+
+# One address as people paste it: `a@b.example`, `<a@b.example>`, `a@b.example,` — bounded, no spaces.
+_ADDRESS = re.compile(r"[^@\s<>,;\"]{1,64}@[^@\s<>,;\"]{1,255}\.[A-Za-z0-9-]{2,63}")
+MAX_ADDRESSES = 20  # per command line
+
+
+def _addresses(name: str, raw: str, args: tuple[str, ...]) -> Command:
+    """`#add a@x.example, <b@y.example>`: the addresses, lower-cased; any word that is not one is an error
+    (nothing half-done)."""
+    words = [w for a in args for w in re.split(r"[,;，；]", a) if w.strip("<> ")]
+    found = [w.strip("<> ").lower() for w in words]
+    bad = [w for w, f in zip(words, found, strict=True) if not _ADDRESS.fullmatch(f)]
+    if not found or bad or len(found) > MAX_ADDRESSES:
+        why = f"not an address: {bad[0]!r}" if bad else f"at most {MAX_ADDRESSES} addresses" if found else "no address"
+        return Command(name, raw, args, error=f"expected '#{name} name@example.com' ({why})")
+    return Command(name, raw, tuple(dict.fromkeys(found)))
 
 
 def _is_zone(name: str) -> bool:

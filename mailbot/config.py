@@ -46,6 +46,7 @@ class EngineerSettings:
 class CaseSettings:
     patterns: tuple[re.Pattern[str], ...]
     tracking_token: re.Pattern[str] | None
+    opened_by: str = "engineer"  # "engineer": an unused key in anyone else's mail goes to unmatched
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class MailboxSettings:
     sent_folder: str
     poll_seconds: int
     timeout_seconds: int
+    # Hostile or runaway mail (issue 13): bigger mail is quarantined unparsed; a parse that takes longer is
+    # quarantined; a batch holds about this many bytes (at least one mail), so memory does not grow with it.
+    max_message_bytes: int = 25 * 2**20
+    parse_timeout_seconds: int = 10
+    max_batch_bytes: int = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class SmtpSettings:
     cc_engineers: bool
     show_engineer_name: bool
     max_per_recipient_per_day: int
+    max_recipients: int = 10  # addresses in To+Cc of one reminder or closure, at most
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class FollowupSettings:
     holidays: str
     holiday_overrides: Path | None
     sweep_seconds: int
+    max_out_of_office_days: int = 30  # an out-of-office reply holds reminders at most this long
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,7 @@ SCHEMA: _Schema = {
     "cases": {
         "patterns": ([r"CAS-\d{5}-[A-Z0-9]{6}"], _regex_list),
         "tracking_token": (r"CMIT:\d{7}", _optional_regex),
+        "opened_by": ("engineer", _one_of("engineer", "anyone")),
     },
     "mailbox": {
         "kind": ("maildir", _one_of("maildir", "imap")),
@@ -272,6 +281,9 @@ SCHEMA: _Schema = {
         "sent_folder": ("Sent", _str),
         "poll_seconds": (60, _int_at_least(1)),
         "timeout_seconds": (60, _int_at_least(1)),
+        "max_message_bytes": (25 * 2**20, _int_at_least(1024)),
+        "parse_timeout_seconds": (10, _int_between(1, 3600)),
+        "max_batch_bytes": (32 * 2**20, _int_at_least(1024)),
     },
     "smtp": {
         "kind": ("outbox", _one_of("outbox", "smtp")),
@@ -284,6 +296,7 @@ SCHEMA: _Schema = {
         "cc_engineers": (True, _bool),
         "show_engineer_name": (True, _bool),
         "max_per_recipient_per_day": (3, _int_at_least(1)),
+        "max_recipients": (10, _int_between(1, 100)),
     },
     "followup": {
         "first_after_business_days": (3, _int_at_least(1)),
@@ -294,6 +307,7 @@ SCHEMA: _Schema = {
         "holidays": ("CN", _one_of("CN", "none")),
         "holiday_overrides": ("", _str),
         "sweep_seconds": (60, _int_at_least(1)),
+        "max_out_of_office_days": (30, _int_between(1, 366)),
     },
     "security": {
         "trust_authentication_results": ([], _str_list),

@@ -11,10 +11,11 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
+from mailbot import authres
 from mailbot.calendar import BusinessCalendar
-from mailbot.cases import last_reminder_at, reminders_in_cycle
+from mailbot.cases import exclude, include, is_party, last_reminder_at, reminders_in_cycle
 from mailbot.commands import HELP, Command
-from mailbot.config import FollowupSettings
+from mailbot.config import EngineerSettings, FollowupSettings
 from mailbot.models import (
     Case,
     CaseStatus,
@@ -34,6 +35,19 @@ class Policy:
     bot_address: str
     cc_engineers: bool
     trusted_authserv_ids: tuple[str, ...] = ()
+    max_recipients: int = 10  # To+Cc of one reminder or closure ([smtp] max_recipients)
+    engineers: EngineerSettings = EngineerSettings((), ())  # never customers (`#add` refuses them)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one command did, for the receipt; `action_id` names the mail it asked for (a closure, a
+    reminder), so that the receipt can say when that mail really goes out."""
+
+    raw: str
+    ok: bool
+    message: str
+    action_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,9 +57,13 @@ class Receipt:
     message: str
     details: tuple[str, ...] = ()
     # "command": the answer to an engineer's own command (template `receipt`). A notice to the case's
-    # engineers about something else (template `notice`): "refused" (someone else's command), "bounce"
-    # (a customer's address bounced), "undeliverable" (the server refused a mail for good).
+    # engineers about something else (template `notice`): "refused" (someone else's command), "forged"
+    # (a mail claiming an engineer failed authentication), "bounce" (a customer's address bounced),
+    # "undeliverable" (the server refused a mail for good), "ooo" (an out-of-office moved a reminder far),
+    # "outsider" (someone who is not a party wrote into the case; `outsider_notice`).
+    # For "refused" and "forged", `details` are the sender's words as inert quoted lines (`quote_inert`).
     kind: str = "command"
+    outcomes: tuple[Outcome, ...] = ()  # a receipt's first len(outcomes) details, one per command
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class SendMail:
     default_closure: bool = False
     receipt: Receipt | None = None
     in_reply_to: str | None = None  # receipts answer the command mail itself
+    left_out: tuple[str, ...] = ()  # customers the recipient cap kept off this mail (noted on the case)
 
 
 # --- who may be answered (RFC 3834 §2: never answer automatic mail) --------------------------------
@@ -89,21 +108,14 @@ def reason_not_to_answer(mail: InboundMail, role: Role) -> str | None:
 
 def authentication_failed(mail: InboundMail, trusted: tuple[str, ...]) -> str | None:
     """RFC 8601: only Authentication-Results added by our own receiving server (its authserv-id) count;
-    any other such header may have been written by the sender."""
+    any other such header may have been written by the sender. mailbot.authres reads them by the grammar
+    and asks for a DKIM or DMARC pass aligned with the one From domain. No trusted server configured:
+    nothing to check (None)."""
     if not trusted:
         return None
-    for header in mail.authentication_results:
-        authserv = header.split(";", 1)[0].strip().split()[0].lower() if header.strip() else ""
-        if authserv not in {t.lower() for t in trusted}:
-            continue
-        lowered = header.lower()
-        for method in ("dmarc", "dkim"):
-            if f"{method}=fail" in lowered or f"{method}=permerror" in lowered:
-                return f"{method} failed according to {authserv}"
-        if "dmarc=pass" in lowered or "dkim=pass" in lowered:
-            return None
-        return f"no DKIM/DMARC pass according to {authserv}"
-    return "no Authentication-Results from the trusted server"
+    if mail.from_count != 1:
+        return f"no DKIM/DMARC pass: {mail.from_count} From addresses, not one"
+    return authres.verdict(mail.authentication_results, trusted, mail.from_addr.rpartition("@")[2])
 
 
 # --- reminders and closure ------------------------------------------------------------------------
@@ -155,10 +167,21 @@ def replan_from(case: Case, now: datetime, policy: Policy) -> Case | None:
     return held.with_(next_action=plan_next(held, policy))
 
 
-def _recipients(case: Case, policy: Policy) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    to = live_customers(case)
-    cc = tuple(e for e in case.engineers if e not in to) if policy.cc_engineers else ()
-    return to, cc
+def customer_slots(case: Case, policy: Policy) -> int:
+    """How many customers one mail may go To under the cap: the engineers keep their Cc when they can,
+    and at least one customer is always addressed."""
+    engineers = [e for e in case.engineers if e not in live_customers(case)] if policy.cc_engineers else []
+    return max(1, policy.max_recipients - len(engineers))
+
+
+def _recipients(case: Case, policy: Policy) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(To, Cc, left out): never more than `max_recipients` addresses. `customers` is kept in priority
+    order (the engineers' most recent To first), so the cut is deterministic and spares them."""
+    customers = live_customers(case)
+    slots = customer_slots(case, policy)
+    to, left_out = customers[:slots], customers[slots:]
+    engineers = tuple(e for e in case.engineers if e not in customers) if policy.cc_engineers else ()
+    return to, engineers[: max(0, policy.max_recipients - len(to))], left_out
 
 
 def _cycle(case: Case) -> str:
@@ -168,7 +191,7 @@ def _cycle(case: Case) -> str:
 
 def reminder(case: Case, policy: Policy, reason: str = "due") -> SendMail:
     number = reminders_in_cycle(case) + 1
-    to, cc = _recipients(case, policy)
+    to, cc, left_out = _recipients(case, policy)
     return SendMail(
         action_id=f"{case.key}/reminder/{number}/{_cycle(case)}/{reason}",
         case_key=case.key,
@@ -177,11 +200,12 @@ def reminder(case: Case, policy: Policy, reason: str = "due") -> SendMail:
         to=to,
         cc=cc,
         reminder_number=number,
+        left_out=left_out,
     )
 
 
 def closure(case: Case, policy: Policy, fields: ClosureFields | None, action_suffix: str) -> SendMail:
-    to, cc = _recipients(case, policy)
+    to, cc, left_out = _recipients(case, policy)
     return SendMail(
         action_id=f"{case.key}/closure/{action_suffix}",
         case_key=case.key,
@@ -191,6 +215,37 @@ def closure(case: Case, policy: Policy, fields: ClosureFields | None, action_suf
         cc=cc,
         closure=fields or ClosureFields(),
         default_closure=fields is None or not (fields.problem or fields.analysis or fields.summary),
+        left_out=left_out,
+    )
+
+
+def note_cap(case: Case, policy: Policy, now: datetime) -> Case:
+    """When the case has more customers than one mail may carry, say on the case who is left out of its
+    reminders and closure (once per change, not on every mail)."""
+    _, _, left_out = _recipients(case, policy)
+    if not left_out:
+        return case
+    note = (f"recipient cap ([smtp] max_recipients = {policy.max_recipients}): reminders and the closure "
+            f"leave out {', '.join(left_out)}")
+    previous = [n for n in case.notes if "recipient cap ([smtp] max_recipients" in n]
+    if previous and previous[-1].endswith(note):
+        return case
+    return case.with_(notes=(*case.notes, f"{now.isoformat()} {note}"))
+
+
+def outsider_notice(case: Case, address: str, subject: str) -> SendMail | None:
+    """ONE notice to the case's engineers when someone who is not a party writes into the case (by its
+    key, its thread or its CRM token): they get nothing from the bot until an engineer includes them.
+    The action id names the address, so a second mail from them sends nothing new."""
+    if not case.engineers or not address:
+        return None
+    why = f"{address} wrote into the case; write to them, or #add {address}, to include them"
+    return SendMail(
+        action_id=f"{case.key}/outsider/{address}", case_key=case.key, kind=EntryKind.RECEIPT,
+        template="notice", to=case.engineers,
+        # Their subject is their words: shown defanged (no live link in a mail to engineers).
+        receipt=Receipt("", False, localize(why, False, case.effective_language), (defang(subject[:200]),),
+                        kind="outsider"),
     )
 
 
@@ -237,38 +292,96 @@ def apply_commands(
             if role != Role.ENGINEER
             else f"refused: {why}"
         )
-        # Report to the case's engineers, never answer the sender: they are not one of us.
+        # Report to the case's engineers, never answer the sender: they are not one of us. At most one
+        # notice per sender, case and day (the id says so; the outbox ledger sends an id once), so that
+        # a stranger cannot make the bot mail the engineers once per mail they send.
         if case is None or not case.engineers:
             return case, []
         noted = case.with_(notes=(*case.notes, f"{now.isoformat()} {reason} ({raw})"))
-        notice = SendMail(
-            action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="notice",
-            to=case.engineers, in_reply_to=mail.message_id,
-            receipt=Receipt(raw, False, localize(reason, False, case.effective_language), kind="refused"),
-        )
-        return noted, [notice]
+        return noted, [sender_notice(case, mail, reason, "refused", now, policy)]
     if reason_not_to_answer(mail, role):
         return case, []
     sends: list[SendMail] = []
-    results: list[tuple[bool, str, str]] = []
+    results: list[Outcome] = []
     for command in commands:
         case, ok, message, extra = _apply_one(case, command, mail, now, policy, language)
-        results.append((ok, command.raw, message))
+        results.append(Outcome(command.raw, ok, message, extra[0].action_id if extra else ""))
         sends.extend(extra)
     # The receipt speaks the case's language as the commands left it (`#lang en` is answered in English).
     language = case.effective_language if case is not None else language
-    ok = all(r[0] for r in results)
-    details = tuple(f"{raw}: {localize(message, done, language)}" for done, raw, message in results)
+    ok = all(r.ok for r in results)
+    details = tuple(_outcome_line(r, language) for r in results)
     if any(c.name == "help" for c in commands):
         details += tuple(HELP.get(language, HELP["en"]))
     if any(c.name == "status" for c in commands) and case is not None:
         details += status_card(case, policy)
     receipt = SendMail(
         action_id=receipt_id, case_key=key, kind=EntryKind.RECEIPT, template="receipt",
-        to=(mail.from_addr,), receipt=Receipt(raw, ok, _VERDICT[language == "zh-CN"][ok], details),
-        in_reply_to=mail.message_id,
+        to=(mail.from_addr,), in_reply_to=mail.message_id,
+        receipt=Receipt(raw, ok, _VERDICT[language == "zh-CN"][ok], details, outcomes=tuple(results)),
     )
     return case, [*sends, receipt]
+
+
+def _outcome_line(outcome: Outcome, language: str) -> str:
+    return f"{outcome.raw}: {localize(outcome.message, outcome.ok, language)}"
+
+
+def held_message(send: SendMail, until: datetime, why: str, zone: ZoneInfo) -> str:
+    """What a receipt says about a closure or reminder that was recorded but waits (the daily cap)."""
+    what = ("closure summary recorded, case closed" if send.kind == EntryKind.CLOSURE
+            else f"reminder {send.reminder_number} recorded")
+    return f"{what}; it goes out at {until.astimezone(zone):%Y-%m-%d %H:%M} ({why})"
+
+
+def held_receipt(send: SendMail, held: dict[str, str], language: str) -> SendMail:
+    """The receipt as it must read once the mails its commands asked for were recorded: a mail that
+    waits (`held`: action id → `held_message`) is not called sent."""
+    r = send.receipt
+    if r is None or not any(o.action_id in held for o in r.outcomes):
+        return send
+    outcomes = tuple(replace(o, message=held[o.action_id]) if o.action_id in held else o for o in r.outcomes)
+    details = (*(_outcome_line(o, language) for o in outcomes), *r.details[len(outcomes):])
+    return replace(send, receipt=replace(r, details=details, outcomes=outcomes))
+
+
+# A notice quotes what an outsider wrote so the engineers can judge it, but nothing in it may work as a
+# link or an address in their mail client: a forged mail's text is exactly where phishing would sit.
+QUOTE_LINES = 6
+QUOTE_WIDTH = 160
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")  # bidi and zero-width controls
+_SCHEME = re.compile(r"(?i)\bh(?:tt|xx)p(s?)")
+_DOT = re.compile(r"(?<=[^\W_])\.(?=[^\W_])")  # a dot between letters or digits: host names, file names
+
+
+def defang(line: str) -> str:
+    """`https://evil.example/x` → `hxxps[:]//evil[.]example/x`, `a@b.example` → `a[@]b[.]example`: the
+    usual defanged form, which no mail client turns into a link."""
+    line = _INVISIBLE.sub("", line)
+    line = _SCHEME.sub(lambda m: "hxxp" + m.group(1), line)
+    return _DOT.sub("[.]", line.replace("://", "[:]//").replace("@", "[@]"))
+
+
+def quote_inert(text: str, lines: int = QUOTE_LINES, width: int = QUOTE_WIDTH) -> tuple[str, ...]:
+    """The first lines of a text as `> ` quoted, defanged lines, each cut to `width` characters."""
+    rows = [r.rstrip() for r in text.strip("\n").splitlines()[: lines + 1]]
+    shown = [r if len(r) <= width else r[: width - 1] + "…" for r in rows[:lines]]
+    quoted = tuple(("> " + defang(r)) if r else ">" for r in shown)
+    return (*quoted, "> […]") if len(rows) > lines else quoted
+
+
+def sender_notice(case: Case, mail: InboundMail, reason: str, kind: str, now: datetime, policy: Policy) -> SendMail:
+    """A notice to the case's engineers about what a sender tried ("refused": a command they may not
+    give; "forged": a mail that claims an engineer and failed authentication). Its id names the sender,
+    the case and the local day: the outbox ledger sends each id once, so one notice per day at most."""
+    day = now.astimezone(calendar_for(case, policy).zone).date().isoformat()
+    sender = mail.from_addr.lower() or "unknown"
+    return SendMail(
+        action_id=f"{case.key}/{kind}/{sender}/{day}", case_key=case.key, kind=EntryKind.RECEIPT,
+        template="notice", to=case.engineers, in_reply_to=mail.message_id,
+        receipt=Receipt("", False, localize(reason, False, case.effective_language),
+                        quote_inert(mail.new_text), kind=kind),
+    )
 
 
 _VERDICT = {False: {True: "done", False: "not done"}, True: {True: "已完成", False: "未执行"}}
@@ -280,12 +393,16 @@ _ZH = [(re.compile(p), r) for p, r in (
     (r"^no case found.*$", "没有找到案例：请在标题中写上案例号，或在案例邮件的线程中回复"),
     (r"^the case is already closed.*$", "案例已经关闭（如需重开请先发送 #reopen）"),
     (r"^closed; no customer address.*$", "案例已关闭；没有可以发送结案总结的客户地址"),
+    (r"^closure summary sent, case closed; (\d+) customer\(s\) left out by the recipient cap .*?: (.*)$",
+     r"结案总结已发送，案例已关闭；受收件人上限（[smtp] max_recipients）所限，\1 位客户没有收到：\2"),
     (r"^closure summary sent, case closed$", "结案总结已发送，案例已关闭"),
     (r"^that date is in the past$", "该日期已经过去"),
     (r"^reminders held until (.*)$", r"提醒暂停至 \1"),
     (r"^reminders resumed$", "提醒已恢复"),
     (r"^reminders stopped$", "提醒已停止"),
     (r"^the case is not waiting on a customer.*$", "案例当前不在等待客户，或没有可以联系的客户地址"),
+    (r"^reminder (\d+) sent; (\d+) customer\(s\) left out by the recipient cap .*?: (.*)$",
+     r"第 \1 封提醒已发送；受收件人上限（[smtp] max_recipients）所限，\2 位客户没有收到：\3"),
     (r"^reminder (\d+) sent$", r"第 \1 封提醒已发送"),
     (r"^status set to (.*)$", r"状态已设为 \1"),
     (r"^phone call attempt logged$", "已记录一次电话联系"),
@@ -302,6 +419,26 @@ _ZH = [(re.compile(p), r) for p, r in (
     (r"^refused: no Authentication-Results.*$", "已拒绝：收信服务器没有给出发件人验证结果"),
     (r"^mail to (.+) bounced; no more reminders go there$", r"发往 \1 的邮件被退回，此后不再向该地址发送提醒"),
     (r"^could not deliver to (.+?): (.*)$", r"无法投递到 \1：\2"),
+    (r"^closure summary recorded, case closed; it goes out at (\S+ \S+) \((\S+) already got (\d+) mails today\)$",
+     r"结案总结已记录，案例已关闭；因 \2 今天已收到 \3 封邮件（每日上限），将于 \1 发出"),
+    (r"^reminder (\d+) recorded; it goes out at (\S+ \S+) \((\S+) already got (\d+) mails today\)$",
+     r"第 \1 封提醒已记录；因 \3 今天已收到 \4 封邮件（每日上限），将于 \2 发出"),
+    (r"^mail from (\S+) failed authentication \((.*)\): recorded as an outsider's, nothing done$",
+     r"来自 \1 的邮件未通过发件人验证（\2）：仅作为外部人员的邮件记录，未执行任何操作"),
+    (r"^out-of-office until (\S+), held at most (\d+) days: reminders held until (\S+ \S+); "
+     r"the next reminder moves from (\S+ \S+) to (\S+ \S+)$",
+     r"客户自动回复称 \1 返回，最多暂停 \2 天：提醒暂停至 \3；下一封提醒从 \4 推迟到 \5"),
+    (r"^out-of-office until (\S+): reminders held until (\S+ \S+); the next reminder moves from (\S+ \S+) "
+     r"to (\S+ \S+)$", r"客户自动回复称 \1 返回：提醒暂停至 \2；下一封提醒从 \3 推迟到 \4"),
+    (r"^(\S+) wrote into the case; write to them, or #add (\S+), to include them$",
+     r"\1 给本案例来信，但不是本案例的客户，收不到案例的任何邮件。如需包括此人，请直接给其写信，或发送 #添加 \2"),
+    (r"^(.+) added to the customers$", r"已将 \1 加入本案例的客户"),
+    (r"^(.+) already a customer of the case$", r"\1 已经是本案例的客户"),
+    (r"^(.+) removed from the customers$", r"已将 \1 从本案例的客户中移除"),
+    (r"^(.+): not a customer of the case$", r"\1 不是本案例的客户"),
+    (r"^refused: (.+) is an engineer or the bot, never a customer$", r"已拒绝：\1 是工程师或机器人，不能作为客户"),
+    (r"^cannot add (.+?): one mail goes to at most (\d+) customer.*$",
+     r"无法添加 \1：一封邮件最多发给 \2 位客户（[smtp] max_recipients），请先 #移除 其他客户"),
 )]
 
 
@@ -332,7 +469,8 @@ def _apply_one(
             closed = case.with_(status=CaseStatus.CLOSED, next_action=None, closure=command.closure)
             return closed, True, "closed; no customer address to send the summary to", []
         send = closure(case, policy, command.closure, f"cmd/{mail.message_id}")
-        return case.with_(closure=command.closure), True, "closure summary sent, case closed", [send]
+        return (case.with_(closure=command.closure), True,
+                "closure summary sent, case closed" + _left_out(send, policy), [send])
     if name == "snooze":
         cal = calendar_for(case, policy)
         if command.snooze_days is not None:
@@ -351,7 +489,14 @@ def _apply_one(
         if case.status != CaseStatus.WAITING_CUSTOMER or not live_customers(case):
             return case, False, "the case is not waiting on a customer we can reach", []
         send = reminder(case, policy, reason=f"cmd/{mail.message_id}")
-        return case, True, f"reminder {send.reminder_number} sent", [send]
+        return case, True, f"reminder {send.reminder_number} sent" + _left_out(send, policy), [send]
+    if name == "add":
+        return _add_customers(case, command.args, policy)
+    if name == "remove":
+        absent = [a for a in command.args if not is_party(case, a)]
+        if absent:
+            return case, False, f"{', '.join(absent)}: not a customer of the case", []
+        return exclude(case, *command.args), True, f"{', '.join(command.args)} removed from the customers", []
     if name == "waiting":
         target = {"customer": CaseStatus.WAITING_CUSTOMER, "engineer": CaseStatus.WAITING_ENGINEER,
                   "vendor": CaseStatus.WAITING_VENDOR}[command.args[0].lower()]
@@ -376,6 +521,34 @@ def _apply_one(
     return case, False, f"unknown command {command.raw}", []
 
 
+def _left_out(send: SendMail, policy: Policy) -> str:
+    if not send.left_out:
+        return ""
+    return (f"; {len(send.left_out)} customer(s) left out by the recipient cap "
+            f"([smtp] max_recipients = {policy.max_recipients}): {', '.join(send.left_out)}")
+
+
+def _add_customers(case: Case, addresses: tuple[str, ...],
+                   policy: Policy) -> tuple[Case, bool, str, list[SendMail]]:
+    """`#add`: the engineer includes people; from now on they get the case's reminders and closure."""
+    ours = [a for a in addresses if a == policy.bot_address.lower() or a in case.engineers
+            or a in policy.engineers.addresses or a.rpartition("@")[2] in policy.engineers.domains]
+    if ours:
+        return case, False, f"refused: {', '.join(ours)} is an engineer or the bot, never a customer", []
+    new = [a for a in addresses if not is_party(case, a) or a in case.failed_addresses]
+    if not new:
+        return case, True, f"{', '.join(addresses)} already a customer of the case", []
+    slots = customer_slots(case, policy)
+    live = [c for c in live_customers(case) if c not in new]
+    if len(live) + len(new) > slots:
+        return case, False, (f"cannot add {', '.join(new)}: one mail goes to at most {slots} customer(s) "
+                             f"([smtp] max_recipients = {policy.max_recipients}); #remove someone first"), []
+    # An engineer who adds a bounced address again means it works now: reminders go there again.
+    updated = include(case, *new).with_(
+        failed_addresses=tuple(f for f in case.failed_addresses if f not in new))
+    return updated, True, f"{', '.join(new)} added to the customers", []
+
+
 def status_card(case: Case, policy: Policy) -> tuple[str, ...]:
     zone = calendar_for(case, policy).zone
     nxt = plan_next(case, policy)
@@ -384,6 +557,7 @@ def status_card(case: Case, policy: Policy) -> tuple[str, ...]:
         f"status: {case.status.value}",
         f"customers: {', '.join(case.customers) or '-'}",
         f"engineers: {', '.join(case.engineers) or '-'}",
+        *((f"wrote in, not included (#add to include): {', '.join(case.outsiders)}",) if case.outsiders else ()),
         f"reminders sent: {case.reminders_sent}",
         "next: " + (f"{nxt.kind} at {nxt.due.astimezone(zone):%Y-%m-%d %H:%M}" if nxt else "nothing scheduled"),
         f"messages: {len(case.timeline)}",

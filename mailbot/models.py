@@ -76,9 +76,17 @@ class InboundMail:
     # For bounces: subject and ids of the returned original, so the bounce threads to its case.
     bounced_subject: str = ""
     bounced_message_ids: tuple[str, ...] = ()
+    # Only from the message/delivery-status part of a real DSN (is_dsn), never from X-Failed-Recipients.
     bounced_recipients: tuple[str, ...] = ()
+    # Raw values, unfolded, never RFC 2047-decoded (RFC 8601 has no encoded words); mailbot.authres reads them.
     authentication_results: tuple[str, ...] = ()
     message_id_synthesized: bool = False
+    # How many mailboxes the From header(s) name (RFC 5322 §3.6.2); only exactly one can be an engineer.
+    # 0 when From is missing or names no valid address (from_addr may then come from Sender).
+    from_count: int = 1
+    # A real delivery report (RFC 3464: multipart/report; report-type=delivery-status), not any mail that
+    # merely looks like a bounce: only such a report may mark a customer's address as failed.
+    is_dsn: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,9 @@ class TimelineEntry:
     text: str
     subject: str = ""
     matched_by: str = ""  # the rule that threaded an incoming mail here (subject, in_reply_to, …)
+    # An engineer's mail with no customer in To/Cc: a note among engineers that no customer received,
+    # so nothing sent to a customer may quote or list it (cases.reaches_customer).
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,9 @@ class Case:
     failed_addresses: tuple[str, ...] = ()
     closure: ClosureFields | None = None
     notes: tuple[str, ...] = ()
+    # Non-engineers who wrote into the case without being included by an engineer (To/Cc, `#add`): their
+    # mail is on the timeline, they receive nothing, the engineers were told once about each.
+    outsiders: tuple[str, ...] = ()
 
     def with_(self, **changes: object) -> Case:
         return replace(self, **changes)  # type: ignore[arg-type]

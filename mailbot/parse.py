@@ -10,6 +10,7 @@ import hashlib
 import logging
 import re
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.header import Header, decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -21,7 +22,7 @@ from mailbot import charsets
 from mailbot.htmltext import html_to_text
 from mailbot.models import Attachment, Flag, InboundMail, ParseFailure
 from mailbot.quotes import cut_html_history, split_reply
-from mailbot.redact import redact
+from mailbot.redact import redact, redact_html
 
 # mail-parser logs every defect at WARNING; defects are normal in real mail and we report them ourselves.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -75,7 +76,10 @@ def _unraw(value: str | Header | None, hint: str | None = None) -> str:
     return value
 
 
-_CONTROL = re.compile(r"[\r\n\t]+")
+# Control characters never belong in a decoded header: line breaks, tabs, and those that str.splitlines()
+# and mail clients treat as line or record breaks (\x0b \x0c \x1c-\x1e \x85 U+2028 U+2029). Each run becomes
+# one space, so a subject or name cannot start a new line in a log, a template or an outgoing header.
+_CONTROL = re.compile("[\x01-\x1f\x7f\x85\u2028\u2029]+")
 
 
 def decode_header_value(value: str | Header | None, hint: str | None = None) -> str:
@@ -83,7 +87,7 @@ def decode_header_value(value: str | Header | None, hint: str | None = None) -> 
     declares for its text); never raises."""
     value = _FOLD.sub(" ", _unraw(value, hint))
     if "=?" not in value:  # no encoded word (RFC 2047 §2: each starts with "=?"): nothing to decode
-        return _CONTROL.sub(" ", value).replace("\x00", "").strip()
+        return _CONTROL.sub(" ", value.replace("\x00", "")).strip()
     try:
         chunks = decode_header(value)
     except Exception:  # a broken encoded word: show it as written
@@ -101,7 +105,7 @@ def decode_header_value(value: str | Header | None, hint: str | None = None) -> 
                 out.append(chunk.decode("latin-1"))
         else:  # an unknown or wrong charset in an encoded word falls back instead of showing the raw word
             out.append(charsets.decode_text(chunk, cs))
-    return _CONTROL.sub(" ", "".join(out)).replace("\x00", "").strip()
+    return _CONTROL.sub(" ", "".join(out).replace("\x00", "")).strip()
 
 
 class _Headers:
@@ -153,18 +157,46 @@ def _charset_hint(msg: Message) -> str | None:
     return None
 
 
-def _addresses(msg: Message | _Headers, *names: str, hint: str | None = None) -> list[tuple[str, str]]:
-    # Split the list first, decode the names after: a decoded display name may contain a comma
-    # (`=?utf-8?b?…?=` → `杨, 先生`), which would split one address into two.
+# RFC 5322 §3.4.1 addr-spec, as getaddresses hands it back: a dot-atom or quoted local part, "@", a domain
+# or a domain literal. Non-ASCII is allowed (RFC 6532); blanks, controls and specials are not. Every
+# repetition is bounded and the classes at each boundary are disjoint, so matching stays linear.
+_ATEXT = r"[^\s\"(),:;<>@\[\]\\\x00-\x1f\x7f]"  # atext and the dot, and any non-ASCII character
+_LABEL = r"[^\s\"(),:;<>@.\[\]\\\x00-\x1f\x7f]{1,63}"
+_ADDR_SPEC = re.compile(
+    rf'(?:{_ATEXT}{{1,128}}|"(?:[^"\\\r\n]|\\.){{1,128}}")'  # local part: dot-atom or quoted-string
+    rf"@(?:{_LABEL}(?:\.{_LABEL}){{0,30}}|\[[^\[\]\\\s]{{1,64}}\])"  # domain: labels or a literal
+)
+
+
+def _addr_spec(addr: str) -> str | None:
+    """The address as written, lower-cased, when it is a valid addr-spec; never RFC 2047-decoded: an
+    encoded word may form a display name, never an address (RFC 2047 §5), so `=?utf-8?b?…?=` that decodes
+    to an engineer's address is no address at all, and neither is one holding `>, <`."""
+    addr = addr.strip()
+    if "=?" in addr or not _ADDR_SPEC.fullmatch(addr):
+        return None
+    return addr.lower()
+
+
+def _mailboxes(msg: Message | _Headers, *names: str, hint: str | None = None) -> list[tuple[str, str | None]]:
+    """Every mailbox the headers name, as (display name, address or None when it is not a valid addr-spec).
+
+    The raw header is split into mailboxes first and only display names are decoded after: a decoded
+    name may contain a comma (`=?utf-8?b?…?=` → `杨, 先生`) or an address, which must neither split one
+    mailbox into two nor become one."""
     values: list[str] = []
     for name in names:
         values.extend(_FOLD.sub(" ", _unraw(v, hint)) for v in _raw_all(msg, name))
-    pairs = []
+    out: list[tuple[str, str | None]] = []
     for display, addr in getaddresses(values):
-        addr = decode_header_value(addr).strip().strip("<>").lower()
-        if "@" in addr:
-            pairs.append((decode_header_value(display).strip(), addr))
-    return pairs
+        if not display.strip() and not addr.strip():
+            continue  # an empty group (`undisclosed-recipients:;`) names nobody
+        out.append((decode_header_value(display), _addr_spec(addr)))
+    return out
+
+
+def _addresses(msg: Message | _Headers, *names: str, hint: str | None = None) -> list[tuple[str, str]]:
+    return [(display, addr) for display, addr in _mailboxes(msg, *names, hint=hint) if addr is not None]
 
 
 def _date(msg: Message | _Headers) -> datetime | None:
@@ -246,38 +278,100 @@ def _flags(msg: Message, heads: _Headers, subject: str, from_addr: str) -> tuple
     return frozenset(flags), tuple(dict.fromkeys(reasons))
 
 
-def _bounced_original(msg: Message, hint: str | None) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """From a bounce: the returned message's subject and ids, and the recipients that failed."""
+# What a report returns of the original message (RFC 3464 §2, RFC 6522 §3, RFC 6533 for message/global).
+_RETURNED = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers", "message/global",
+             "message/global-headers")
+# RFC 3464 §2.3.1: `address-type ; address` (`rfc822; yang@customer.example`); the address must parse.
+_RECIPIENT_VALUE = re.compile(r"(?i)(?:[a-z0-9-]{1,20}[ \t]*;)?[ \t]*<?([^\s<>;]{1,320})>?[ \t]*$")
+MAX_BOUNCED_RECIPIENTS = 100
+
+
+def _returned_original(parts: list[Message], hint: str | None) -> tuple[str, tuple[str, ...]]:
+    """The subject and Message-ID/In-Reply-To/References of the message a report returns."""
     subject = ""
     ids: list[str] = []
-    recipients: list[str] = []
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype in ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers"):
-            inner = part.get_payload(0) if part.is_multipart() else None
-            if isinstance(inner, Message):
-                headers: Message = inner
-            else:
-                payload = part.get_payload(decode=True) or b""
-                from email import message_from_bytes
+    for part in parts:
+        if part.get_content_type() not in _RETURNED:
+            continue
+        inner = part.get_payload(0) if part.is_multipart() else None
+        if isinstance(inner, Message):
+            headers: Message = inner
+        else:
+            payload = part.get_payload(decode=True) or b""
+            headers = message_from_bytes(payload if isinstance(payload, bytes) else b"")
+        subject = subject or decode_header_value(_raw(headers, "Subject"), hint)
+        for name in ("Message-ID", "In-Reply-To", "References"):
+            ids.extend(i for i in _ids(headers, name) if i not in ids)
+    return subject, tuple(ids)
 
-                headers = message_from_bytes(payload if isinstance(payload, bytes) else b"")
-            subject = subject or decode_header_value(_raw(headers, "Subject"), hint)
-            for name in ("Message-ID", "In-Reply-To", "References"):
-                ids.extend(i for i in _ids(headers, name) if i not in ids)
-        elif ctype == "message/delivery-status":
-            blocks = part.get_payload()
-            texts = [str(b) for b in blocks] if isinstance(blocks, list) else [str(blocks)]
-            for block in texts:
-                for m in re.finditer(r"(?im)^(?:Final|Original)-Recipient:\s*(?:rfc822;)?\s*<?([^\s<>;]+@[^\s<>;]+)>?", block):
-                    if m.group(1).lower() not in recipients:
-                        recipients.append(m.group(1).lower())
-    # Exim and Google name the failed addresses in a header, also in bounces that are not RFC 3464 reports.
-    for value in _raw_all(msg, "X-Failed-Recipients"):
-        for _, addr in getaddresses([_unraw(value)]):
-            if "@" in addr and addr.lower() not in recipients:
-                recipients.append(addr.lower())
-    return subject, tuple(ids), tuple(recipients)
+
+def _status_blocks(status: Message) -> list[list[tuple[str, str]]]:
+    """A message/delivery-status part as its blocks of (lower-case field name, value) (RFC 3464 §2.1)."""
+    blocks = status.get_payload()
+    if isinstance(blocks, list):
+        return [[(k.lower(), _FOLD.sub(" ", str(v)).strip()) for k, v in b.raw_items()]
+                for b in blocks if isinstance(b, Message)]
+    payload = status.get_payload(decode=True)
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(blocks or "")
+    out: list[list[tuple[str, str]]] = [[]]
+    for line in text.splitlines():
+        if not line.strip():
+            out.append([])
+        elif ":" in line and not line[0].isspace():
+            name, _, value = line.partition(":")
+            out[-1].append((name.strip().lower(), value.strip()))
+    return out
+
+
+def _failed_recipients(status: Message) -> tuple[str, ...]:
+    """RFC 3464 §2.3: the recipients whose Action is `failed` (not delayed, delivered, relayed, expanded).
+    Each per-recipient block holds its recipient fields and its Action, in any order (Exim writes Action
+    first); a server that leaves out the blank line between recipients repeats Final-Recipient, which
+    starts the next recipient."""
+    failed: list[str] = []
+    for block in _status_blocks(status):
+        groups: list[dict[str, list[str]]] = [{}]
+        for name, value in block:
+            if name in ("final-recipient", "original-recipient", "action"):
+                if name in groups[-1]:
+                    groups.append({})
+                groups[-1][name] = [value]
+        for group in groups:
+            action = (group.get("action") or [""])[0].split()
+            if not action or action[0].lower() != "failed":
+                continue
+            for field in ("original-recipient", "final-recipient"):
+                for value in group.get(field, []):
+                    m = _RECIPIENT_VALUE.match(value)
+                    addr = _addr_spec(m.group(1)) if m else None
+                    if addr is not None and addr not in failed:
+                        failed.append(addr)
+        if len(failed) >= MAX_BOUNCED_RECIPIENTS:
+            break
+    return tuple(failed[:MAX_BOUNCED_RECIPIENTS])
+
+
+def _bounced_original(msg: Message, hint: str | None) -> tuple[bool, str, tuple[str, ...], tuple[str, ...]]:
+    """From a bounce: whether it is a real delivery report, the returned message's subject and ids, and
+    the recipients that failed.
+
+    Only a real RFC 3464 report — the message itself multipart/report; report-type=delivery-status
+    (RFC 6522) with a message/delivery-status part — names failed recipients, and only from that part.
+    X-Failed-Recipients is a header anyone can write on any mail (a customer's plain mail with it stopped
+    their own reminders), so it names nobody. Other bounce-looking mail (a mailer-daemon's plain text)
+    still yields the returned subject and ids, to thread it to its case; nothing more."""
+    children = msg.get_payload() if msg.is_multipart() else []
+    children = [c for c in children if isinstance(c, Message)] if isinstance(children, list) else []
+    report_type = str(msg.get_param("report-type", "", header="content-type") or "").lower()
+    statuses = [c for c in children if c.get_content_type() == "message/delivery-status"]
+    if msg.get_content_type() == "multipart/report" and report_type == "delivery-status" and statuses:
+        subject, ids = _returned_original(children, hint)
+        recipients: list[str] = []
+        for status in statuses:
+            recipients.extend(a for a in _failed_recipients(status) if a not in recipients)
+        return True, subject, ids, tuple(recipients[:MAX_BOUNCED_RECIPIENTS])
+    subject, ids = _returned_original(list(msg.walk()), hint)
+    return False, subject, ids, ()
 
 
 def _attachments(parsed: mailparser.MailParser) -> tuple[Attachment, ...]:
@@ -289,19 +383,63 @@ def _attachments(parsed: mailparser.MailParser) -> tuple[Attachment, ...]:
             size = max(0, len(b64) * 3 // 4 - len(b64) + len(b64.rstrip("=")))
         else:
             size = len(str(payload).encode("utf-8", "replace"))
-        name = decode_header_value(a.get("filename") or "") or "(unnamed)"
+        name = redact(decode_header_value(a.get("filename") or "")) or "(unnamed)"  # `密码：x.txt` happens
         out.append(Attachment(name=name, content_type=str(a.get("mail_content_type") or ""), size=size))
     return tuple(out)
 
 
-def _body_text(parsed: mailparser.MailParser) -> str:
-    plain = [p for p in parsed.text_plain if p and p.strip()]
-    if plain:
-        return plain[0]
-    html = [h for h in parsed.text_html if h and h.strip()]
-    if html:
-        return html_to_text(cut_html_history(html[0]))
-    return ""
+# Parts that carry someone else's message, never the sender's own words: an attached or forwarded mail
+# (RFC 2046 §5.2, RFC 6532 message/global), a report's returned headers (RFC 6522) and its status fields.
+_NOT_OWN_TEXT = ("message/", "text/rfc822-headers")
+MAX_BODY_DEPTH = 50
+
+
+def _own_text(part: Message, texts: dict[int, str], depth: int = 0) -> tuple[str, str] | None:
+    """The first body unit of a MIME (sub)tree as (plain, html) text, either possibly empty; None when the
+    subtree holds none. A multipart/alternative offers both of its versions; any other multipart gives its
+    first child that holds a body. Attachments and message/* parts are never descended into."""
+    ctype = part.get_content_type()
+    if depth > MAX_BODY_DEPTH or ctype.startswith(_NOT_OWN_TEXT):
+        return None
+    disposition = part.get_content_disposition()
+    if disposition == "attachment" or (disposition != "inline" and part.get_filename()):
+        return None
+    if part.is_multipart():
+        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        if ctype == "multipart/alternative":
+            plain = html = ""
+            for child in children:
+                found = _own_text(child, texts, depth + 1)
+                if found is not None:
+                    plain, html = plain or found[0], html or found[1]
+            return (plain, html) if plain or html else None
+        for child in children:
+            found = _own_text(child, texts, depth + 1)
+            if found is not None:
+                return found
+        return None
+    text = texts.get(id(part), "")
+    if not text.strip():
+        return None
+    if ctype == "text/plain":
+        return text, ""
+    if ctype == "text/html":
+        return "", text
+    return None
+
+
+def _body_text(parsed: _MailParser) -> str:
+    """The sender's own text: the top-level message's first body part, text/plain preferred, else its HTML
+    alternative. Never the text of an attached or forwarded message (mail-parser's `text_plain` lists
+    those too: a customer's `#close` in a forwarded mail ran as the engineer's when the engineer's own
+    part was HTML only). Quoted history is cut after, by split_reply."""
+    found = _own_text(parsed.message, parsed.decoded_texts)
+    if found is None:
+        return ""
+    plain, html = found
+    # A table's password cell is masked in the markup, where rows and cells are still told apart (RFC 2854
+    # text/html); once flattened to text, `<td>密码</td><td>a b</td>` is just `密码 a b`.
+    return plain if plain.strip() else html_to_text(redact_html(cut_html_history(html)))
 
 
 def _synthetic_id(raw: bytes) -> str:
@@ -326,7 +464,20 @@ class _MailParser(mailparser.MailParser):
         # from the message itself — so they stay empty.
         return {}
 
+    @property
+    def decoded_texts(self) -> dict[int, str]:
+        """Each body part's decoded text by id() of its Message (the parts stay alive in `.message`), so
+        that _body_text can choose parts by their place in the MIME tree."""
+        # Through __dict__: mail-parser's __getattr__ answers any unknown attribute as a mail header.
+        texts: dict[int, str] = self.__dict__.setdefault("_decoded_texts", {})
+        return texts
+
     def _decode_body_payload(self, part, charset, part_index):  # type: ignore[no-untyped-def]
+        text = self._better_text(part, charset, part_index)
+        self.decoded_texts[id(part)] = text
+        return text
+
+    def _better_text(self, part, charset, part_index):  # type: ignore[no-untyped-def]
         text = super()._decode_body_payload(part, charset, part_index)
         if "\ufffd" not in text:
             return text
@@ -403,7 +554,14 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
     # The declared charset is only a guess for raw 8-bit header bytes: look for it only when there are some.
     hint = _charset_hint(msg) if heads.any_8bit() else None
     subject = decode_header_value(heads.first("Subject"), hint)
-    senders = _addresses(heads, "From", hint=hint) or _addresses(heads, "Sender", hint=hint)
+    from_boxes = _mailboxes(heads, "From", hint=hint)
+    # Sender stands in only when From names nobody at all; a From that names someone unreadable (an
+    # encoded word where the address belongs) leaves no author, and Sender must not supply one. Every
+    # mailbox counts, readable or not: only a From of exactly one can be an engineer (roles.sender_role).
+    if from_boxes:
+        senders = [(n, a) for n, a in from_boxes if a is not None]
+    else:
+        senders = _addresses(heads, "Sender", hint=hint)
     from_name, from_addr = senders[0] if senders else ("", "")
     flags, reasons = _flags(msg, heads, subject, from_addr)
     message_id = next(iter(_ids(heads, "Message-ID")), "")
@@ -412,9 +570,9 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         message_id = _synthetic_id(raw)
     body = _body_text(parsed)
     new_text, _history = split_reply(body)
-    bounced_subject, bounced_ids, bounced_rcpts = ("", (), ())
+    is_dsn, bounced_subject, bounced_ids, bounced_rcpts = (False, "", (), ())
     if Flag.BOUNCE in flags:
-        bounced_subject, bounced_ids, bounced_rcpts = _bounced_original(msg, hint)
+        is_dsn, bounced_subject, bounced_ids, bounced_rcpts = _bounced_original(msg, hint)
     return_path = heads.first("Return-Path")
     return InboundMail(
         message_id=message_id,
@@ -434,6 +592,11 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         bounced_subject=bounced_subject,
         bounced_message_ids=bounced_ids,
         bounced_recipients=bounced_rcpts,
-        authentication_results=tuple(decode_header_value(v) for v in heads.all("Authentication-Results")),
+        # RFC 8601 has no encoded words: unfolded, never decoded (mailbot.authres reads the grammar).
+        authentication_results=tuple(
+            _FOLD.sub(" ", _unraw(v)).strip() for v in heads.all("Authentication-Results")
+        ),
         message_id_synthesized=synthesized,
+        from_count=len(from_boxes),
+        is_dsn=is_dsn,
     )

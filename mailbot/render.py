@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from mailbot.cases import last_request
+from mailbot.cases import last_request, reaches_customer
 from mailbot.compose import make_message_id
 from mailbot.decide import SendMail
 from mailbot.models import Case, EntryKind, OutboundMail
@@ -126,8 +126,10 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
                 date=_local(e.date, zone), role=e.role.value, kind=e.kind.value,
                 direction=e.direction, sender=e.from_addr, text=_one_line(e.text),
             )
+            # Only what the customers already received: no internal note, command, receipt, outsider's mail,
+            # auto-reply or bounce may reach them through a closure (cases.reaches_customer decides).
             for e in case.timeline
-            if e.kind not in (EntryKind.COMMAND, EntryKind.RECEIPT)
+            if reaches_customer(e)
         ],
         "receipt": SimpleNamespace(
             command=receipt.command if receipt else "",

@@ -7,14 +7,23 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
 import jinja2
 
 from mailbot import compose
 from mailbot.calendar import BusinessCalendar
-from mailbot.cases import entry_kind, language_of, mail_date, open_case, record_inbound, record_outbound
+from mailbot.cases import (
+    entry_kind,
+    is_outsider,
+    is_party,
+    language_of,
+    mail_date,
+    open_case,
+    record_inbound,
+    record_outbound,
+)
 from mailbot.commands import find_commands
 from mailbot.config import Settings
 from mailbot.decide import (
@@ -22,21 +31,27 @@ from mailbot.decide import (
     Receipt,
     SendMail,
     apply_commands,
+    authentication_failed,
     calendar_for,
     due_now,
+    held_message,
+    held_receipt,
     localize,
+    note_cap,
+    outsider_notice,
     plan_next,
     reason_not_to_answer,
+    sender_notice,
 )
 from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parse import parse
-from mailbot.parsers import InlineParser, Parser
+from mailbot.parsers import InlineParser, Parser, parse_fetched
 from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
-from mailbot.roles import role_of
+from mailbot.roles import role_of, sender_role
 from mailbot.store import Store, StoreCorrupt
 from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
 
@@ -87,6 +102,8 @@ def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
         bot_address=settings.bot.address,
         cc_engineers=settings.smtp.cc_engineers,
         trusted_authserv_ids=settings.security.trust_authentication_results,
+        max_recipients=settings.smtp.max_recipients,
+        engineers=settings.engineers,
     )
 
 
@@ -133,16 +150,18 @@ class Service:
         report = report or CycleReport()
         with self.lock:
             handled: set[str] = set()
-            batch = self.mailbox.fetch_new(limit=BATCH)
-            parsed = self.parser.parse_all([m.raw for m in batch])
+            box = self.settings.mailbox  # issue 13: a batch holds about max_batch_bytes; bigger mail stays unread
+            bounds = {"max_bytes": box.max_batch_bytes, "max_message_bytes": box.max_message_bytes}
+            batch = self.mailbox.fetch_new(limit=BATCH, **bounds)
+            parsed = parse_fetched(self.parser, batch, box.max_message_bytes, box.parse_timeout_seconds)
             while batch:
                 done = self._apply_batch(batch, parsed, now, report)
                 handled.update(m.ref for m in batch)
                 # The next batch goes to the parse workers before this one is saved: they parse while the
                 # store syncs to disk. It is only read here; nothing about it is recorded yet.
                 try:
-                    batch = self.mailbox.fetch_new(limit=BATCH, skip=handled)
-                    parsed = self.parser.parse_all([m.raw for m in batch])
+                    batch = self.mailbox.fetch_new(limit=BATCH, skip=handled, **bounds)
+                    parsed = parse_fetched(self.parser, batch, box.max_message_bytes, box.parse_timeout_seconds)
                 finally:  # a mailbox that fails now does not keep this batch from being saved
                     self._save_batch(*done)
             self.flush_outbox(now, report)
@@ -175,13 +194,14 @@ class Service:
         self.store.commit()
         self.mailbox.mark_processed(processed)
         for ref, reason in quarantined:
-            self.mailbox.quarantine(ref, reason)
+            self.mailbox.quarantine(ref, redact(reason))  # the IMAP mailbox logs it
 
     def close(self) -> None:
         """Stop the parse workers, if any (the mailbox and transport belong to whoever made them)."""
         self.parser.close()
 
     def _record_quarantine(self, fetched: FetchedMail, reason: str, now: datetime) -> None:
+        reason = redact(reason)  # an error message can quote the mail it choked on
         self.store.add_quarantined({"ref": fetched.ref, "reason": reason, "at": now.isoformat(),
                                     "size": len(fetched.raw)})
         self._event(None, f"quarantined {fetched.ref}: {reason}")
@@ -210,22 +230,33 @@ class Service:
 
     def apply(self, mail: InboundMail, now: datetime, report: CycleReport) -> None:
         cases = self.settings.cases
-        role = self.role(mail.from_addr)
+        role = sender_role(mail, self.settings.engineers, self.settings.bot.address)
+        # With [security] trust_authentication_results set, a mail that claims an engineer must prove it
+        # (RFC 8601, our own server's verdict), with or without a command: one that fails is an outsider's
+        # — it runs no command, adds no recipient, is never quoted to a customer — and the engineers are
+        # told (`forged_reason`). With the setting empty nothing is checked (None).
+        forged_reason = (authentication_failed(mail, self.policy.trusted_authserv_ids)
+                         if role == Role.ENGINEER else None)
+        if forged_reason:
+            role = Role.OTHER
         commands = find_commands(mail.new_text) if role != Role.BOT else []
         found = match(mail, cases.patterns, cases.tracking_token, self.index)
         kind = entry_kind(mail, bool(commands))
         case = self.store.get_case(found.key) if found.key else None
         automatic = bool(mail.flags)
-        if found.key and case is None and not automatic:
+        # `[cases] opened_by = "engineer"`: nobody else can squat an unused key (and set its title).
+        may_open = role == Role.ENGINEER or cases.opened_by == "anyone"
+        if found.key and case is None and not automatic and may_open:
             title = title_of(mail.subject, found.key, cases.tracking_token)
+            # A customer who may open a case is its first party; nobody on their Cc is.
             case = open_case(found.key, title, strip_prefixes(mail.subject), mail_date(mail, now),
-                             self.settings.bot.language)
+                             self.settings.bot.language, (mail.from_addr,) if role == Role.CUSTOMER else ())
             report.opened += 1
             self._event(found.key, f"opened case: {title}")
         if case is None:
-            self._unmatched(mail, role, commands, now, report,
-                            "automatic mail for an unknown case" if found.key else "no case key and no known thread")
+            self._unmatched(mail, role, commands, now, report, unmatched_reason(found.key, automatic))
             return
+        outsiders_before = case.outsiders
         customers = tuple(a for a in (*mail.to, *mail.cc) if self.role(a) == Role.CUSTOMER)
         tokens = find_tokens(mail.subject, cases.tracking_token)
         before = case.status
@@ -235,13 +266,31 @@ class Service:
         case = case.with_(language=language_of([e.subject + "\n" + e.text for e in case.timeline[-12:]
                                                 if e.role in (Role.ENGINEER, Role.CUSTOMER)]))
         sends: list[SendMail] = []
-        if commands:
+        if forged_reason:
+            case, sends = self._forged(case, mail, forged_reason, now)
+        elif commands:
             updated, sends = apply_commands(case, mail, role, commands, now, self.policy, case.effective_language)
             case = updated or case
-        if kind == EntryKind.AUTO_REPLY and role == Role.CUSTOMER and case.status == CaseStatus.WAITING_CUSTOMER:
-            case = self._hold_for_out_of_office(case, mail, now)
+        if (role == Role.CUSTOMER and kind == EntryKind.MAIL and is_outsider(case, mail.from_addr, role)
+                and mail.from_addr not in outsiders_before):
+            # Someone new wrote in (by key, thread or a guessed CRM token): recorded, no status change, and
+            # the engineers hear of it once; the writer gets nothing until an engineer includes them.
+            self._event(case.key, f"{mail.from_addr} wrote in and is not a party: recorded only")
+            sends.extend(n for n in [outsider_notice(case, mail.from_addr, mail.subject)] if n is not None)
+        case = note_cap(case, self.policy, now)
+        if (kind == EntryKind.AUTO_REPLY and role == Role.CUSTOMER and is_party(case, mail.from_addr)
+                and case.status == CaseStatus.WAITING_CUSTOMER):
+            case, ooo_notices = self._hold_for_out_of_office(case, mail, now)
+            sends.extend(ooo_notices)
         if kind == EntryKind.BOUNCE:
-            sends.extend(self._bounce_notices(case, mail))
+            failed, no_effect = self._bounce_effect(case, mail)
+            if failed:
+                case = case.with_(failed_addresses=tuple(dict.fromkeys((*case.failed_addresses, *failed))))
+                sends.extend(self._bounce_notices(case, mail, failed))
+            else:
+                self._event(case.key, f"bounce {mail.message_id} recorded, without effect: {no_effect}")
+        if kind == EntryKind.MAIL and role == Role.CUSTOMER:
+            case = self._cancel_held(case, mail, now)
         if case.status != CaseStatus.CLOSED:
             case = case.with_(next_action=plan_next(case, self.policy))
         self.store.put_case(case)
@@ -250,8 +299,11 @@ class Service:
         how = found.rule.value if found.rule else "new"
         self._event(case.key, f"{kind.value} from {mail.from_addr or '?'} ({role.value}) by {how}; "
                               f"status {before.value} → {case.status.value}")
+        held: dict[str, str] = {}  # action id → what the receipt says about a mail that waits
         for send in sends:
-            self._record_send(case, send, now, report)
+            send = held_receipt(send, held, case.effective_language)
+            if (wait := self._record_send(case, send, now, report, hold_over_cap=True)) is not None:
+                held[send.action_id] = held_message(send, *wait, calendar_for(case, self.policy).zone)
             case = self.store.get_case(case.key) or case  # the next mail (a receipt) sees the closure
         if sends and case.status != CaseStatus.CLOSED:
             # A reminder sent now (`#remind now`) moves the next step: plan it from the case as it is.
@@ -273,18 +325,89 @@ class Service:
             for send in sends:
                 self._record_send(placeholder, send, now, report, record_on_case=False)
 
-    def _hold_for_out_of_office(self, case: Case, mail: InboundMail, now: datetime) -> Case:
-        back = return_date(mail.new_text, mail_date(mail, now).astimezone(self.settings.bot.zone).date())
-        if back is None:
-            return case
-        cal = calendar_for(case, self.policy)
-        opening = datetime.combine(cal.next_workday(back), time(0, 0), tzinfo=cal.zone)
-        until = cal.into_working_hours(opening)
-        self._event(case.key, f"out-of-office until {back}: reminders held until {until.astimezone(cal.zone):%Y-%m-%d %H:%M}")
-        return case.with_(snoozed_until=until)
+    def _forged(self, case: Case, mail: InboundMail, why: str, now: datetime) -> tuple[Case, list[SendMail]]:
+        """A mail that claims an engineer and failed authentication: noted on the case, and one notice a
+        day per sender tells the case's engineers (it quotes the mail inert: no link survives)."""
+        sender = mail.from_addr or "an unknown sender"
+        self._event(case.key, f"mail {mail.message_id} claims {sender} but failed authentication: {why}",
+                    logging.WARNING)
+        case = case.with_(notes=(*case.notes, f"{now.isoformat()} refused: mail from {sender} failed "
+                                              f"authentication ({why})"))
+        if not case.engineers:
+            return case, []
+        reason = f"mail from {sender} failed authentication ({why}): recorded as an outsider's, nothing done"
+        return case, [sender_notice(case, mail, reason, "forged", now, self.policy)]
 
-    def _bounce_notices(self, case: Case, mail: InboundMail) -> list[SendMail]:
-        failed = mail.bounced_recipients or ()
+    def _hold_for_out_of_office(self, case: Case, mail: InboundMail, now: datetime) -> tuple[Case, list[SendMail]]:
+        """Hold reminders until the customer is back — at most `max_out_of_office_days` after the reply
+        (a typo, `back on 2031-04-14`, must not silence a case for years), and never shorter than a hold an
+        engineer set. When that moves the next reminder by more than a week, the engineers are told once."""
+        sent = mail_date(mail, now).astimezone(self.settings.bot.zone).date()
+        back = return_date(mail.new_text, sent)
+        if back is None:
+            return case, []
+        limit = self.settings.followup.max_out_of_office_days
+        capped = back > sent + timedelta(days=limit)
+        cal = calendar_for(case, self.policy)
+        opening = datetime.combine(cal.next_workday(min(back, sent + timedelta(days=limit))), time(0, 0),
+                                   tzinfo=cal.zone)
+        until = cal.into_working_hours(opening)
+        if case.snoozed_until is not None and case.snoozed_until >= until:
+            return case, []  # an engineer's own hold (`#snooze`) is longer: it stands
+        local = f"{until.astimezone(cal.zone):%Y-%m-%d %H:%M}"
+        self._event(case.key, f"out-of-office until {back}: reminders held until {local}"
+                              + (f" (at most {limit} days)" if capped else ""))
+        before = plan_next(case, self.policy)
+        held = case.with_(snoozed_until=until)
+        after = plan_next(held, self.policy)
+        if before is None or after is None or after.due - before.due <= timedelta(days=7) or not case.engineers:
+            return held, []
+        why = (f"out-of-office until {back}" + (f", held at most {limit} days" if capped else "")
+               + f": reminders held until {local}; the next reminder moves from "
+               f"{before.due.astimezone(cal.zone):%Y-%m-%d %H:%M} to {after.due.astimezone(cal.zone):%Y-%m-%d %H:%M}")
+        return held, [SendMail(
+            action_id=f"{case.key}/ooo/{until.astimezone(cal.zone).date().isoformat()}", case_key=case.key,
+            kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
+            receipt=Receipt("", False, localize(why, False, case.effective_language), (mail.subject,), kind="ooo"),
+        )]
+
+    def _cancel_held(self, case: Case, mail: InboundMail, now: datetime) -> Case:
+        """A customer of the case replied: a reminder or closure that waits for a later opening (held by the
+        daily cap) must not go out after it. Taken off the ledger and off the timeline."""
+        replied = any(e.message_id == mail.message_id and e.role == Role.CUSTOMER for e in case.timeline)
+        if not replied or self.quiet:
+            return case
+        for entry in self.store.outbox_pending():
+            if (entry["case"] != case.key or not entry.get("not_before")
+                    or entry["kind"] not in (EntryKind.REMINDER.value, EntryKind.CLOSURE.value)):
+                continue
+            self.store.outbox_finish(entry["action_id"], "cancelled", at=now.isoformat(),
+                                     reason=f"the customer replied first ({mail.message_id})")
+            case = case.with_(timeline=tuple(e for e in case.timeline if e.message_id != entry["message_id"]),
+                              reminders_sent=case.reminders_sent - (entry["kind"] == EntryKind.REMINDER.value),
+                              notes=(*case.notes, f"{now.isoformat()} held {entry['kind']} cancelled: "
+                                                  "the customer replied before it went out"))
+            self._event(case.key, f"held {entry['kind']} {entry['message_id']} cancelled: the customer replied")
+        return case
+
+    def _bounce_effect(self, case: Case, mail: InboundMail) -> tuple[tuple[str, ...], str]:
+        """The customers a bounce proves unreachable, or () and why it proves nothing. Anyone can send a
+        mail that looks like a bounce (`X-Failed-Recipients`, a MAILER-DAEMON From): only a real delivery
+        report (RFC 3464) about a mail this bot sent for this case counts, and only for that case's
+        customers (the bot's mail of a case goes to its customers; an engineer is never marked)."""
+        if not mail.is_dsn:
+            return (), "not a delivery status report (RFC 3464)"
+        # The returned message's own Message-ID comes first; In-Reply-To and References follow, and may
+        # name a mail of the bot's that this report is not about.
+        returned = mail.bounced_message_ids[:1]
+        if not any((seen := self.store.seen(mid)) and seen.get("place") == "out" and seen.get("case") == case.key
+                   for mid in returned):
+            return (), "not about a mail this bot sent for the case"
+        customers = {c.lower() for c in case.customers}
+        failed = tuple(a for a in mail.bounced_recipients if a.lower() in customers)
+        return failed, "" if failed else "names none of the case's customers"
+
+    def _bounce_notices(self, case: Case, mail: InboundMail, failed: tuple[str, ...]) -> list[SendMail]:
         if not case.engineers or not failed:
             return []
         why = f"mail to {', '.join(failed)} bounced; no more reminders go there"
@@ -313,62 +436,99 @@ class Service:
             self.flush_outbox(now, report)
         return report
 
+    def _sent_on(self, address: str, day: date) -> int:
+        """Mails recorded for `address` on one local day (a held mail counts on the day it goes out)."""
+        zone = self.settings.bot.zone
+        start = datetime.combine(day, time(0, 0), tzinfo=zone)
+        end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=zone)
+        return self.store.sends_since(address, start) - self.store.sends_since(address, end)
+
     def _over_cap(self, send: SendMail, now: datetime) -> str | None:
         if send.kind == EntryKind.RECEIPT:
             return None
-        zone = self.settings.bot.zone
-        day_start = datetime.combine(now.astimezone(zone).date(), time(0, 0), tzinfo=zone)
+        today = now.astimezone(self.settings.bot.zone).date()
         cap = self.settings.smtp.max_per_recipient_per_day
         for address in send.to:
-            if self.store.sends_since(address, day_start) >= cap:
+            if self._sent_on(address, today) >= cap:
                 return f"{address} already got {cap} mails today"
         return None
 
+    def _release_time(self, case: Case, send: SendMail, now: datetime) -> datetime:
+        """When a mail over today's cap may go: the first opening of a later business day (in the case's
+        hours) on which no recipient has reached the cap yet."""
+        cal = calendar_for(case, self.policy)
+        cap = self.settings.smtp.max_per_recipient_per_day
+        day = now.astimezone(cal.zone).date()
+        for _ in range(60):  # bounded: a cap of 1 and a held mail a day for two months is not a real case
+            release = cal.into_working_hours(datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=cal.zone))
+            day = release.astimezone(cal.zone).date()
+            bot_day = release.astimezone(self.settings.bot.zone).date()
+            if all(self._sent_on(address, bot_day) < cap for address in send.to):
+                break
+        return release
+
     def _record_send(self, case: Case, send: SendMail, now: datetime, report: CycleReport,
-                     record_on_case: bool = True) -> None:
-        """Render and record the intent (outbox ledger) with the case update, in one commit."""
+                     record_on_case: bool = True, hold_over_cap: bool = False) -> tuple[datetime, str] | None:
+        """Render and record the intent (outbox ledger) with the case update, in one commit.
+
+        Over the daily cap a scheduled mail is simply not recorded (the sweep decides it again later);
+        one an engineer's command asked for (`hold_over_cap`) is recorded to go out at a later opening
+        (the outbox sends it then) and (when, why) is returned, so that the receipt can say so."""
         if self.quiet:
             if send.kind == EntryKind.CLOSURE and record_on_case:
                 current = self.store.get_case(case.key) or case
                 self.store.put_case(current.with_(status=CaseStatus.CLOSED, next_action=None))
-            return
+            return None
         existing = self.store.outbox_entry(send.action_id)
+        when = now
+        wait: tuple[datetime, str] | None = None
         if existing is None:
             if not send.to:
                 self._event(case.key, f"{send.kind.value} not sent: no recipient left")
-                return
+                return None
             if why := self._over_cap(send, now):
                 report.deferred += 1
-                self._event(case.key, f"{send.kind.value} deferred: {why}")
-                return
+                if not hold_over_cap:
+                    self._event(case.key, f"{send.kind.value} deferred: {why}")
+                    return None
+                when = self._release_time(case, send, now)
+                wait = (when, why)
+                self._event(case.key, f"{send.kind.value} held until {when.isoformat()}: {why}")
             try:
-                out = outbound(self.env, case, send, self.me, now, self.settings.smtp.show_engineer_name,
-                               self.silent_business_days(case, now))
+                out = outbound(self.env, case, send, self.me, when, self.settings.smtp.show_engineer_name,
+                               self.silent_business_days(case, when))
             except TemplateProblem as e:
                 report.failed += 1
                 self._event(case.key, f"{send.kind.value} not sent: {e}", level=logging.ERROR)
-                return
-            raw = compose.to_bytes(out, now)
+                return None
+            raw = compose.to_bytes(out, when)
             entry = {
                 "action_id": send.action_id, "case": case.key, "kind": send.kind.value,
                 "message_id": out.message_id, "recipients": compose.recipients(out),
                 "sender": out.from_addr, "subject": out.subject, "text": out.text,
                 "raw": raw.decode("ascii", "surrogateescape"), "recorded": now.isoformat(), "attempts": 0,
             }
+            if wait is not None:  # flush_outbox leaves it alone until then
+                entry.update(next_try=when.isoformat(), not_before=when.isoformat(), held_because=wait[1])
             self.store.outbox_record(entry)
             if send.kind != EntryKind.RECEIPT:
                 for address in send.to:
-                    self.store.note_send(address, now)
+                    self.store.note_send(address, when)
             self.store.remember(out.message_id, case.key if record_on_case else "", "out")
         else:
             entry = existing
+            if entry.get("status") == "pending" and entry.get("not_before", "") > now.isoformat():
+                wait = (datetime.fromisoformat(entry["not_before"]), entry.get("held_because", ""))
         if record_on_case and case.key != "-":
             current = self.store.get_case(case.key) or case
+            # A held reminder counts from when it goes out: the next one is planned from there.
             updated = record_outbound(current, send.kind, entry["message_id"], entry["text"], entry["subject"],
-                                      self.me.address, datetime.fromisoformat(entry["recorded"]))
+                                      self.me.address, datetime.fromisoformat(entry.get("not_before")
+                                                                              or entry["recorded"]))
             self.store.put_case(updated)
         if existing is None:
             self._event(case.key, f"{send.kind.value} recorded for {', '.join(send.to)} ({send.action_id})")
+        return wait
 
     def silent_business_days(self, case: Case, now: datetime) -> int:
         if case.last_engineer_mail is None:
@@ -453,7 +613,8 @@ class Service:
             return None
         except PermanentFailure as e:
             self.store.outbox_finish(action_id, "failed", error=str(e), at=now.isoformat())
-            self._permanent_failure(entry, tuple(e.recipients) or tuple(entry["recipients"]), str(e), now, report)
+            self._permanent_failure(entry, tuple(e.recipients) or tuple(entry["recipients"]), str(e), now, report,
+                                    about_message=e.about_message)
             self.store.commit()
             report.failed += 1
             return None
@@ -489,12 +650,14 @@ class Service:
         self.store.commit()
 
     def _permanent_failure(self, entry: dict[str, Any], failed: tuple[str, ...], reason: str,
-                           now: datetime, report: CycleReport) -> None:
+                           now: datetime, report: CycleReport, about_message: bool = False) -> None:
         self._event(entry["case"], f"{entry['kind']} to {', '.join(failed)} failed for good: {reason}", logging.ERROR)
         case = self.store.get_case(entry["case"]) if entry["case"] != "-" else None
         if case is None or entry["kind"] == EntryKind.RECEIPT.value:
             return  # never notify about a failed notice: that is how mail loops start
-        customers_failed = tuple(a for a in failed if a in case.customers)
+        # A refusal of the message itself (5xx to MAIL FROM or the data: size, syntax, content) says nothing
+        # about the addresses: the engineers hear of it, but no customer is marked as failing.
+        customers_failed = () if about_message else tuple(a for a in failed if a in case.customers)
         case = case.with_(failed_addresses=tuple(dict.fromkeys((*case.failed_addresses, *customers_failed))),
                           notes=(*case.notes, f"{now.isoformat()} {entry['kind']} failed: {reason}"))
         if case.status != CaseStatus.CLOSED:
@@ -515,6 +678,15 @@ class Service:
         log.log(level, "%s %s", key or "-", redact(message))
 
 
+def unmatched_reason(key: str | None, automatic: bool) -> str:
+    if not key:
+        return "no case key and no known thread"
+    if automatic:
+        return "automatic mail for an unknown case"
+    return (f"case key {key} is not in use, and only an engineer's mail opens a case "
+            '([cases] opened_by = "engineer")')
+
+
 def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dict[str, Any]:
     """How the bot reads one message, without changing anything (for `mailbot explain`)."""
     if isinstance(mail, ParseFailure):
@@ -522,7 +694,7 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
                 "case_key": None, "matched_by": None, "commands": [], "quarantine": mail.reason,
                 "lands": f"quarantine: {mail.reason}"}
     s = service_like
-    role = s.role(mail.from_addr)
+    role = sender_role(mail, s.settings.engineers, s.settings.bot.address)
     found = match(mail, s.settings.cases.patterns, s.settings.cases.tracking_token, s.index)
     commands = find_commands(mail.new_text)
     # The same decisions `apply` takes, in words (with the store as it is now).
@@ -530,10 +702,10 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
         lands = "duplicate: this Message-ID is already recorded, the mail changes nothing"
     elif found.key and s.store.get_case(found.key) is not None:
         lands = f"threaded into the existing case {found.key}"
-    elif found.key and not mail.flags:
+    elif found.key and not mail.flags and (role == Role.ENGINEER or s.settings.cases.opened_by == "anyone"):
         lands = f"opens the new case {found.key}"
     elif found.key:
-        lands = "unmatched: automatic mail for an unknown case"
+        lands = f"unmatched: {unmatched_reason(found.key, bool(mail.flags))}"
     else:
         lands = "unmatched: no case key and no known thread (listed by `mailbot cases`)"
     return {

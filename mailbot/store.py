@@ -956,6 +956,7 @@ def case_to_doc(case: Case) -> dict[str, Any]:
         "failed_addresses": list(case.failed_addresses),
         "closure": None if case.closure is None else vars(case.closure).copy(),
         "notes": list(case.notes),
+        "outsiders": list(case.outsiders),
         "timeline": [
             {
                 "message_id": e.message_id,
@@ -967,6 +968,7 @@ def case_to_doc(case: Case) -> dict[str, Any]:
                 "text": e.text,
                 "subject": e.subject,
                 "matched_by": e.matched_by,
+                "internal": e.internal,
             }
             for e in case.timeline
         ],
@@ -999,6 +1001,8 @@ def case_from_doc(doc: dict[str, Any]) -> Case:
         failed_addresses=tuple(doc.get("failed_addresses", ())),
         closure=None if closure is None else ClosureFields(**closure),
         notes=tuple(doc.get("notes", ())),
+        # Older documents have neither: their customers stay parties, their entries stay as shown before.
+        outsiders=tuple(doc.get("outsiders", ())),
         timeline=tuple(
             TimelineEntry(
                 message_id=e["message_id"],
@@ -1010,6 +1014,7 @@ def case_from_doc(doc: dict[str, Any]) -> Case:
                 text=e["text"],
                 subject=e.get("subject", ""),
                 matched_by=e.get("matched_by", ""),
+                internal=bool(e.get("internal", False)),
             )
             for e in doc.get("timeline", ())
         ),

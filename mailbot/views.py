@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
+from mailbot.cases import reaches_customer
 from mailbot.models import Case, CaseStatus
 
 _URGENCY = {
@@ -46,9 +47,12 @@ def case_json(case: Case, zone: ZoneInfo) -> dict[str, Any]:
     data["messages"] = [
         {"message_id": e.message_id, "date": e.date.astimezone(zone).isoformat(), "from": e.from_addr,
          "role": e.role.value, "kind": e.kind.value, "direction": e.direction, "text": e.text,
-         "matched_by": e.matched_by or None}
+         "matched_by": e.matched_by or None,
+         # An internal note (engineers only), and whether the customers received the entry at all.
+         "internal": e.internal, "customer_visible": reaches_customer(e)}
         for e in case.timeline
     ]
+    data["outsiders"] = list(case.outsiders)
     data["notes"] = list(case.notes)
     return data
 
@@ -109,12 +113,15 @@ def print_case(case: Case, zone: ZoneInfo) -> None:
         out.print(f"  {label:<15}{value}", markup=False)
     if case.failed_addresses:
         out.print(f"  {'failed':<15}{', '.join(case.failed_addresses)}", markup=False)
+    if case.outsiders:
+        out.print(f"  {'wrote in':<15}{', '.join(case.outsiders)} (not included: #add to include)", markup=False)
     table = Table(title="timeline", title_justify="left")
     for col in ("date", "who", "kind", "dir", "text"):
         table.add_column(col, overflow="fold")
     for e in case.timeline:
         text = " ".join(e.text.split())
-        table.add_row(_local(e.date, zone), f"{e.from_addr} ({e.role.value})", e.kind.value, e.direction,
+        table.add_row(_local(e.date, zone), f"{e.from_addr} ({e.role.value})",
+                      e.kind.value + (" (internal)" if e.internal else ""), e.direction,
                       text[:160] + ("…" if len(text) > 160 else ""))
     out.print(table)
     for note in case.notes:

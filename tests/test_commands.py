@@ -34,7 +34,7 @@ def test_every_spelling(line: str, name: str) -> None:
 def test_every_alias_is_a_known_command_and_has_help() -> None:
     names = set(ALIASES.values())
     assert names == {"close", "snooze", "followup", "remind", "waiting", "called", "reopen", "lang", "status", "help",
-                     "timezone"}
+                     "timezone", "add", "remove"}
     for lang in ("en", "zh-CN"):
         assert len(HELP[lang]) == len(names)
 

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from mailbot.commands import find_commands
-from mailbot.models import Attachment, ClosureFields, Flag, InboundMail, ParseFailure
+from mailbot.config import EngineerSettings
+from mailbot.models import Attachment, ClosureFields, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parse import decode_header_value, parse
 from mailbot.quotes import split_reply
+from mailbot.roles import sender_role
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -211,6 +213,73 @@ def test_from_address(header: str | bytes, expected: tuple[str, str]) -> None:
 def test_sender_is_used_when_from_is_missing() -> None:
     m = ok(mail(b"Sender: Li Qi <liqi@support.example>", b"Subject: x"))
     assert m.from_addr == "liqi@support.example"
+    assert m.from_count == 0  # so never an engineer (roles.sender_role)
+
+
+def test_sender_does_not_stand_in_for_an_unreadable_from() -> None:
+    m = ok(mail(f"From: {ew('liqi@support.example', 'utf-8')}", b"Sender: liqi@support.example"))
+    assert (m.from_addr, m.from_count) == ("", 1)
+
+
+ENGINEER_IN_A_WORD = ew("liqi@support.example", "utf-8")
+# The From header → (from_name, from_addr, from_count). RFC 2047 §5: an encoded word may be (part of) a
+# display name, never an address; whatever it decodes to is a name at most.
+FROM_CLAIMS = [
+    (f"From: {ENGINEER_IN_A_WORD}", ("", "", 1)),
+    (f"From: <{ENGINEER_IN_A_WORD}>", ("", "", 1)),
+    (f"From: {ENGINEER_IN_A_WORD} <yang@customer.example>", ("liqi@support.example", "yang@customer.example", 1)),
+    (f"From: {ew('liqi', 'utf-8')}@support.example", ("", "", 1)),
+    ("From: =?utf-8?q?liqi=40support=2Eexample?=", ("", "", 1)),
+    # several authors (RFC 5322 §3.6.2): the first readable one is shown, and the count says several
+    ("From: liqi@support.example, x@evil.example", ("", "liqi@support.example", 2)),
+    ("From: x@evil.example, Li Qi <liqi@support.example>", ("", "x@evil.example", 2)),
+    (f"From: {ENGINEER_IN_A_WORD}, liqi@support.example", ("", "liqi@support.example", 2)),
+    ("From: Team: liqi@support.example, x@evil.example;", ("", "liqi@support.example", 2)),
+    ("From: liqi@support.example", ("", "liqi@support.example", 1)),
+]
+
+
+@pytest.mark.parametrize(("header", "expected"), FROM_CLAIMS)
+def test_from_claims(header: str, expected: tuple[str, str, int]) -> None:
+    m = ok(mail(header, b"Subject: x"))
+    assert (m.from_name, m.from_addr, m.from_count) == expected
+
+
+def test_only_a_single_readable_from_can_be_an_engineer() -> None:
+    engineers = EngineerSettings(addresses=("liqi@support.example",), domains=("support.example",))
+    roles = {header: sender_role(ok(mail(header, b"Subject: x")), engineers, "casebot@support.example")
+             for header, _ in FROM_CLAIMS}
+    assert roles == {
+        f"From: {ENGINEER_IN_A_WORD}": Role.OTHER,
+        f"From: <{ENGINEER_IN_A_WORD}>": Role.OTHER,
+        f"From: {ENGINEER_IN_A_WORD} <yang@customer.example>": Role.CUSTOMER,
+        f"From: {ew('liqi', 'utf-8')}@support.example": Role.OTHER,
+        "From: =?utf-8?q?liqi=40support=2Eexample?=": Role.OTHER,
+        "From: liqi@support.example, x@evil.example": Role.CUSTOMER,
+        "From: x@evil.example, Li Qi <liqi@support.example>": Role.CUSTOMER,
+        f"From: {ENGINEER_IN_A_WORD}, liqi@support.example": Role.CUSTOMER,
+        "From: Team: liqi@support.example, x@evil.example;": Role.CUSTOMER,
+        "From: liqi@support.example": Role.ENGINEER,
+    }
+
+
+def test_an_encoded_address_holding_angle_brackets_is_nobody() -> None:
+    # `a@x.example>, <b@y.example` inside one encoded word was one "address" that became two recipients.
+    word = ew("yang@customer.example>, <evil@evil.example", "utf-8")
+    m = ok(mail(b"From: a@example.test", f"To: {word}, li@support.example".encode(), f"Cc: <{word}>".encode()))
+    assert (m.to, m.cc) == (("li@support.example",), ())
+
+
+# Control characters that split lines (str.splitlines) or records never reach a subject or a name.
+CONTROLS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x07", "\x7f"]
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=[repr(c) for c in CONTROLS])
+def test_control_characters_are_stripped_from_decoded_headers(char: str) -> None:
+    m = ok(mail(f"From: {ew(f'Li{char}Qi', 'utf-8')} <liqi@support.example>",
+                f"Subject: {ew(f'Case{char}Bcc: x@evil.example', 'utf-8')}"))
+    assert m.from_name == "Li Qi" and m.subject == "Case Bcc: x@evil.example"
+    assert len(m.subject.splitlines()) == 1 and len(m.from_name.splitlines()) == 1
 
 
 def test_to_and_cc_lists() -> None:
@@ -382,6 +451,59 @@ def test_html_only_mail_to_text(html: str, expected: str) -> None:
     assert ok(raw).new_text == expected
 
 
+# --- only the sender's own text: never an attached or forwarded message ------------------------------------
+
+FORWARDED_CLOSE = (b"From: Yang <yang@customer.example>\nTo: casebot@support.example\nSubject: please close\n"
+                   b"Content-Type: text/plain; charset=utf-8\n\n#close\n")
+
+
+def forward(own: bytes, attached: bytes, disposition: str = "") -> bytes:
+    """An engineer's mail: their own part(s), then a customer's mail attached as message/rfc822."""
+    return (b"From: liqi@support.example\nTo: casebot@support.example\nSubject: FW: please close\n"
+            b"Message-ID: <fw@support.example>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=M\n\n"
+            b"--M\n" + own + b"\n--M\nContent-Type: message/rfc822\n" + disposition.encode() + b"\n" + attached
+            + b"\n--M--\n")
+
+
+HTML_ONLY = b"Content-Type: text/html; charset=utf-8\n\n<p>FYI, see the customer's mail below.</p>\n"
+ALTERNATIVE = (b"Content-Type: multipart/alternative; boundary=A\n\n--A\nContent-Type: text/plain\n\n\n"
+               b"--A\nContent-Type: text/html\n\n<p>FYI, see the customer's mail below.</p>\n--A--\n")
+RELATED = (b"Content-Type: multipart/related; boundary=R\n\n--R\nContent-Type: text/html\n\n"
+           b"<p>FYI, see the customer's mail below.</p>\n--R\nContent-Type: image/png\n\nxx\n--R--\n")
+
+OWN_TEXT = [
+    # the issue's case: the engineer's own part is HTML only, the customer's forwarded part is plain text
+    ("html-only own part", forward(HTML_ONLY, FORWARDED_CLOSE), "FYI, see the customer's mail below."),
+    ("empty plain alternative", forward(ALTERNATIVE, FORWARDED_CLOSE), "FYI, see the customer's mail below."),
+    ("html in multipart/related", forward(RELATED, FORWARDED_CLOSE), "FYI, see the customer's mail below."),
+    ("attached, not inline", forward(HTML_ONLY, FORWARDED_CLOSE, "Content-Disposition: attachment\n"),
+     "FYI, see the customer's mail below."),
+    # nothing of the engineer's own: no text at all, and surely not the customer's
+    ("a bare forward", forward(b"Content-Type: text/plain\n\n\n", FORWARDED_CLOSE), ""),
+    # an .eml attached as a file, or a text part named as a file, is an attachment, not the body
+    ("an attached .eml file", forward(HTML_ONLY, b"", "").replace(
+        b"Content-Type: message/rfc822\n", b"Content-Type: application/octet-stream\n"
+        b"Content-Disposition: attachment; filename=\"close.eml\"\n\n" + FORWARDED_CLOSE),
+     "FYI, see the customer's mail below."),
+    ("a named text part", forward(HTML_ONLY, b"", "").replace(
+        b"Content-Type: message/rfc822\n", b"Content-Type: text/plain; name=\"note.txt\"\n\n#close"),
+     "FYI, see the customer's mail below."),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "expected"), OWN_TEXT, ids=[o[0] for o in OWN_TEXT])
+def test_commands_come_only_from_the_senders_own_text(case: str, raw: bytes, expected: str) -> None:
+    m = ok(raw)
+    assert m.new_text == expected
+    assert find_commands(m.new_text) == []
+
+
+def test_a_command_in_the_own_part_still_counts_beside_a_forward() -> None:
+    own = b"Content-Type: text/html; charset=utf-8\n\n<p>#snooze 2021-05-01</p>\n"
+    m = ok(forward(own, FORWARDED_CLOSE))
+    assert [c.name for c in find_commands(m.new_text)] == ["snooze"]
+
+
 def test_plain_part_is_preferred_over_html() -> None:
     raw = (b"From: a@example.test\nSubject: x\nMIME-Version: 1.0\n"
            b"Content-Type: multipart/alternative; boundary=B\n\n--B\nContent-Type: text/plain\n\nplain text\n"
@@ -468,7 +590,9 @@ def test_delivery_status_bounce_names_the_returned_message() -> None:
     assert m.return_path == "<>"
 
 
-def test_rfc822_headers_bounce_and_failed_recipients_header() -> None:
+def test_rfc822_headers_bounce_without_a_status_part_names_no_recipient() -> None:
+    # It still threads to its case by the returned headers; but without message/delivery-status it is no
+    # RFC 3464 report, and X-Failed-Recipients is a header anyone can write: nobody is marked as failed.
     raw = (b"From: MAILER-DAEMON@mx.example\nTo: liqi@support.example\nSubject: Mail delivery failed\n"
            b"X-Failed-Recipients: gone@customer.example\nMessage-ID: <b2@mx.example>\nMIME-Version: 1.0\n"
            b"Content-Type: multipart/report; report-type=delivery-status; boundary=Z\n\n"
@@ -476,9 +600,69 @@ def test_rfc822_headers_bounce_and_failed_recipients_header() -> None:
            b"--Z\nContent-Type: text/rfc822-headers\n\nSubject: RE: [Case CAS-04027-B7D2Z5] x\n"
            b"Message-ID: <orig@support.example>\n\n--Z--\n")
     m = ok(raw)
+    assert Flag.BOUNCE in m.flags  # never answered all the same (RFC 3834)
     assert m.bounced_subject == "RE: [Case CAS-04027-B7D2Z5] x"
     assert m.bounced_message_ids == ("<orig@support.example>",)
-    assert m.bounced_recipients == ("gone@customer.example",)
+    assert (m.is_dsn, m.bounced_recipients) == (False, ())
+
+
+def test_a_real_dsn_is_marked_as_one() -> None:
+    m = ok((DATA / "dsn-bounce.eml").read_bytes())
+    assert m.is_dsn
+    # the human-readable part is the mail's text, never the returned message's
+    assert m.new_text.startswith("I'm sorry to have to inform you") and "(body of the returned" not in m.new_text
+
+
+def test_x_failed_recipients_on_a_plain_mail_is_no_bounce() -> None:
+    # A customer's own mail carrying the header stopped their reminders: it names nobody now.
+    m = ok(mail(b"From: yang@customer.example", b"Subject: RE: [Case CAS-04027-B7D2Z5] x",
+                b"X-Failed-Recipients: yang@customer.example, other@customer.example"))
+    assert (m.flags, m.is_dsn, m.bounced_recipients) == (frozenset(), False, ())
+    daemon = ok(mail(b"From: MAILER-DAEMON@mx.customer.example", b"Subject: Mail delivery failed",
+                     b"X-Failed-Recipients: yang@customer.example"))
+    assert Flag.BOUNCE in daemon.flags and (daemon.is_dsn, daemon.bounced_recipients) == (False, ())
+
+
+def dsn(status: str, *, report_type: str = "delivery-status", top: str = "multipart/report") -> bytes:
+    return (f"From: MAILER-DAEMON@mx.customer.example\nTo: casebot@support.example\nSubject: Returned mail\n"
+            f"Message-ID: <dsn@mx.customer.example>\nMIME-Version: 1.0\n"
+            f'Content-Type: {top}; report-type={report_type}; boundary="b"\n\n'
+            f"--b\nContent-Type: text/plain\n\nreport\n\n"
+            f"--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.customer.example\n\n{status}\n"
+            f"--b\nContent-Type: text/rfc822-headers\n\nMessage-ID: <reminder-1@support.example>\n\n--b--\n").encode()
+
+
+DSNS = [
+    ("Final-Recipient: rfc822; yang@customer.example\nAction: failed\nStatus: 5.1.1\n", ("yang@customer.example",)),
+    # Exim writes Action first
+    ("Action: failed\nFinal-Recipient: rfc822;Yang@Customer.Example\nStatus: 5.0.0\n", ("yang@customer.example",)),
+    ("Original-Recipient: rfc822;yang@customer.example\nFinal-Recipient: rfc822;y@relay.example\n"
+     "Action: failed\n", ("yang@customer.example", "y@relay.example")),
+    # only failures: a delay warning, a delivery or relay notice marks nobody
+    ("Final-Recipient: rfc822; yang@customer.example\nAction: delayed\nStatus: 4.4.7\n", ()),
+    ("Final-Recipient: rfc822; yang@customer.example\nAction: delivered\nStatus: 2.0.0\n", ()),
+    ("Final-Recipient: rfc822; a@customer.example\nAction: delayed\n\n"
+     "Final-Recipient: rfc822; b@customer.example\nAction: failed\n", ("b@customer.example",)),
+    # no blank line between recipients: each Final-Recipient starts the next one
+    ("Final-Recipient: rfc822; a@customer.example\nAction: failed\n"
+     "Final-Recipient: rfc822; b@customer.example\nAction: delayed\n", ("a@customer.example",)),
+    # an address that does not parse is nobody
+    ("Final-Recipient: rfc822; =?utf-8?b?eWFuZ0BjdXN0b21lci5leGFtcGxl?=\nAction: failed\n", ()),
+]
+
+
+@pytest.mark.parametrize(("status", "expected"), DSNS)
+def test_dsn_failed_recipients(status: str, expected: tuple[str, ...]) -> None:
+    m = ok(dsn(status))
+    assert m.is_dsn and m.bounced_recipients == expected
+    assert m.bounced_message_ids == ("<reminder-1@support.example>",)
+
+
+@pytest.mark.parametrize(("report_type", "top"), [("disposition-notification", "multipart/report"),
+                                                 ("delivery-status", "multipart/mixed")])
+def test_only_a_delivery_status_report_is_a_dsn(report_type: str, top: str) -> None:
+    m = ok(dsn("Final-Recipient: rfc822; yang@customer.example\nAction: failed\n", report_type=report_type, top=top))
+    assert (m.is_dsn, m.bounced_recipients) == (False, ())
 
 
 # --- credentials never leave parse -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.redact import MASK, contains_secret, redact
+from mailbot.redact import MASK, contains_secret, redact, redact_html
 
 MASKED = [
     # labelled values, Chinese and English, full- and half-width colons
@@ -123,3 +123,65 @@ def test_left_alone(text: str) -> None:
 def test_redaction_is_idempotent(text: str) -> None:
     once = redact(text)
     assert redact(once) == once
+
+
+# --- issue 13: the phrasings that got through, and the look-alikes that were masked -----------------------
+
+FOUND_NOW = [
+    ("您的密码已重置为 Mail@8812，请尽快修改。", "您的密码已重置为 ******，请尽快修改。"),
+    ("已重置为：Xy!83kq0", "已重置为：******"),
+    ("密码（区分大小写）：Tr0ub4dor&3", "密码（区分大小写）：******"),
+    ("密 码：Kx82_mq!z", "密 码：******"),
+    ("用户名/密码：administrator / Hx!29fk3Lq", "用户名/密码：administrator / ******"),
+    ("请用 administrator / Qwe!2345 登录", "请用 administrator / ****** 登录"),
+    ("动态口令：739204", "动态口令：******"),
+    ("Password for the portal: Wint3r!sComing", "Password for the portal: ******"),
+    ("pw: hunter2go", "pw: ******"),
+    ("ssh to 10.0.0.5 as root, password Qwe!2345.", "ssh to 10.0.0.5 as root, password ******."),
+    ("Your PIN is 4417.", "Your PIN is ******."),
+    ("Wi-Fi key: Guest Lounge 2026", "Wi-Fi key: ******"),
+    ("SECRET_KEY = 'django-insecure-9x$k2!mq'", "SECRET_KEY = ******"),
+    ("sqlplus appuser/Ora#2026@PRODDB", "sqlplus appuser/******@PRODDB"),
+    ("redis-cli -h cache01 -a Rds_Pass_88 ping", "redis-cli -h cache01 -a ****** ping"),
+    ("sshpass -p 'S5h pass!' ssh deploy@h", "sshpass -p ****** ssh deploy@h"),
+    ("curl -u admin:Curl#2026 https://api.example", "curl -u admin:****** https://api.example"),
+    ("net use \\\\fs\\ipc$ /user:ACME\\svc Bkp!2026x", "net use \\\\fs\\ipc$ /user:ACME\\svc ******"),
+    ("Authorization: Basic c3VwcG9ydDpTM2NyZXQ=", "Authorization: Basic ******"),
+    ("<password>Xml$ecret42</password>", "<password>******</password>"),
+    ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGX\n-----END PGP PRIVATE KEY BLOCK-----",
+     "[pgp private key block removed]"),
+    ("密码：abc def,123\n下一行", "密码：******\n下一行"),  # to the end of the line, not in part
+    ("| 主机 | 用户名 | 密码 |\n|---|---|---|\n| 10.8.1.21 | root | Zt7 mw2Q |",
+     "| 主机 | 用户名 | 密码 |\n|---|---|---|\n| 10.8.1.21 | root | ****** |"),
+    ("新密码：\n  Zs#880214", "新密码：\n  ******"),  # the password alone on the next line
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FOUND_NOW)
+def test_issue_13_phrasings_are_masked(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected
+
+
+LOOK_ALIKES = ["密码：见短信", "Secret: N/A", "token: expired", "We use Bearer authentication", "PWD=/opt/app",
+               "the password is required", "请重置密码", "password policy: 8 characters", "验证码：已发送", "密码：无",
+               "api_key: none", "password: ${DB_PASSWORD}", "Basic authentication is off", "OLDPWD=/tmp"]
+
+
+@pytest.mark.parametrize("text", LOOK_ALIKES)
+def test_refusals_and_look_alikes_are_not_secrets(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_html_tables_are_masked_by_cell() -> None:
+    html = ("<table><tr><th>系统</th><th>账号</th><th>密码</th></tr><tr><td>OA</td><td>yangw</td><td>Oa 55, x</td></tr>"
+            "</table><table><tr><td>密码</td><td><b>Db@dm1n 2026</b></td><td>备注</td></tr></table>")
+    out = redact_html(html)
+    assert "Oa 55, x" not in out and "Db@dm1n" not in out
+    assert "<td>yangw</td>" in out and "<td>备注</td>" in out and out.count(MASK) == 2
+    assert redact_html("<p>no table, no label</p>") == "<p>no table, no label</p>"
+
+
+def test_a_case_key_after_a_password_in_a_subject_survives() -> None:
+    assert redact("RE: 密码：abc def CAS-04027-B7D2Z5") == "RE: 密码：****** CAS-04027-B7D2Z5"
+    assert redact("密码：abc [案例号: CAS-04027-B7D2Z5 ]") == "密码：****** [案例号: CAS-04027-B7D2Z5 ]"

@@ -201,7 +201,8 @@ def test_lang_en_is_answered_in_english(bot: Bot) -> None:
 def test_a_forged_engineer_command_with_failed_dkim_is_refused(make_settings) -> None:
     b = Bot(make_settings(security={"trust_authentication_results": ["mx.support.example"]}))
     b.receive(mail(ENGINEER, CUSTOMER, "请上传日志。", "2021-04-13T01:52+08:00", cc=BOT,
-                   headers={"Authentication-Results": "mx.support.example; dkim=pass; dmarc=pass"}),
+                   headers={"Authentication-Results": "mx.support.example; dkim=pass header.d=support.example; "
+                                                      "dmarc=pass header.from=support.example"}),
               "2021-04-13T02:00+08:00")
     forged = {"Authentication-Results": "mx.support.example; spf=fail; dkim=fail; dmarc=fail"}
     command(b, "#close", headers=forged)
@@ -212,7 +213,8 @@ def test_a_forged_engineer_command_with_failed_dkim_is_refused(make_settings) ->
             headers={"Authentication-Results": "evil.example; dkim=pass; dmarc=pass"})
     assert b.case().status == CaseStatus.WAITING_CUSTOMER
     command(b, "#close", when="2021-04-14T12:00+08:00",
-            headers={"Authentication-Results": "mx.support.example; dkim=pass; dmarc=pass"})
+            headers={"Authentication-Results": "mx.support.example; dkim=pass header.d=support.example; "
+                                               "dmarc=pass header.from=support.example"})
     assert b.case().status == CaseStatus.CLOSED
 
 
@@ -280,7 +282,10 @@ def test_an_out_of_office_with_a_return_date_holds_the_reminders(bot: Bot) -> No
     # Back on Mon 26 Apr: held until the next business day after it, Tue 27 Apr at opening.
     assert bot.case().next_action.due == at("2021-04-27T09:00+08:00")
     bot.service.run_once(at("2021-04-16T09:00+08:00"))
-    assert bot.sent() == []
+    assert bot.sent(CUSTOMER) == []
+    # The hold moved the reminder by more than a week (16 → 27 April): the engineers are told, once.
+    [notice] = bot.sent(ENGINEER)
+    assert "2021-04-27 09:00" in notice.get_body(("plain",)).get_content()
 
 
 def test_an_out_of_office_without_a_date_changes_nothing(bot: Bot) -> None:
