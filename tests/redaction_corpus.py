@@ -7,7 +7,7 @@ import json
 import random
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -131,38 +131,45 @@ def score(examples: Iterable[Example]) -> Score:
     return sc
 
 
-def hostile_shapes(n: int) -> dict[str, str]:
-    """Texts of about n characters that made pattern engines slow, or would if a pattern looked too far."""
+def _base64ish(n: int) -> str:
     rnd = random.Random(7)
-    b64 = string.ascii_letters + string.digits + "+/_-"
-    return {
-        "mysql ×": "mysql " * (n // 6),
-        "-eyJ + base64": "-eyJ" + "".join(rnd.choice(b64) for _ in range(n - 4)),
-        "eyJ ×": "eyJ" * (n // 3),
-        "密码 ×": "密码" * (n // 2),
-        "密码： ×": "密码：" * (n // 3),
-        "password= ×": "password=" * (n // 9),
-        "password ×": "password " * (n // 9),
-        "password: x\\n ×": "password: x\n" * (n // 12),
-        "one line, no newline": ("lorem ipsum dolor sit amet " * (n // 27)),
-        "label + 1 MB blanks": "password:" + " " * n + "x",
-        "x:// + letters": "x://" + "a" * n,
-        "http://u: ×": "http://u:" * (n // 9),
-        "| 密码 | ×": "| 密码 | " * (n // 7),
-        "tab table of 密码": ("密码\t" * 20 + "\n") * (n // 61),
-        "admin / ×": "admin / " * (n // 8),
-        "Bearer ×": "Bearer " * (n // 7),
-        "sqlplus a/ ×": "sqlplus a/" * (n // 10),
-        "net use ×": "net use " * (n // 8),
-        "-----BEGIN  ×": "-----BEGIN " * (n // 11),
-        "<password> ×": "<password>" * (n // 10),
-    }
+    return "".join(rnd.choices(string.ascii_letters + string.digits + "+/_-", k=n))
+
+
+# Texts of about n characters that made pattern engines slow, or would if a pattern looked too far.
+SHAPES: dict[str, Callable[[int], str]] = {
+    "mysql ×": lambda n: "mysql " * (n // 6),
+    "-eyJ + base64": lambda n: "-eyJ" + _base64ish(n - 4),
+    "eyJ ×": lambda n: "eyJ" * (n // 3),
+    "密码 ×": lambda n: "密码" * (n // 2),
+    "密码： ×": lambda n: "密码：" * (n // 3),
+    "password= ×": lambda n: "password=" * (n // 9),
+    "password ×": lambda n: "password " * (n // 9),
+    "password: x\\n ×": lambda n: "password: x\n" * (n // 12),
+    "one line, no newline": lambda n: ("lorem ipsum dolor sit amet " * (n // 27)),
+    "label + 1 MB blanks": lambda n: "password:" + " " * n + "x",
+    "x:// + letters": lambda n: "x://" + "a" * n,
+    "http://u: ×": lambda n: "http://u:" * (n // 9),
+    "| 密码 | ×": lambda n: "| 密码 | " * (n // 7),
+    "tab table of 密码": lambda n: ("密码\t" * 20 + "\n") * (n // 61),
+    "admin / ×": lambda n: "admin / " * (n // 8),
+    "Bearer ×": lambda n: "Bearer " * (n // 7),
+    "sqlplus a/ ×": lambda n: "sqlplus a/" * (n // 10),
+    "net use ×": lambda n: "net use " * (n // 8),
+    "-----BEGIN  ×": lambda n: "-----BEGIN " * (n // 11),
+    "<password> ×": lambda n: "<password>" * (n // 10),
+}
+HTML_SHAPES: dict[str, Callable[[int], str]] = {
+    "<td> ×": lambda n: "<td>" * (n // 4),
+    "<td>密码</td> ×": lambda n: "<tr><td>密码</td><td>x</td></tr>" * (n // 30),
+    "<td + letters": lambda n: "<td " + "a" * n,
+    "< ×": lambda n: "<" * n,
+}
+
+
+def hostile_shapes(n: int) -> dict[str, str]:
+    return {name: make(n) for name, make in SHAPES.items()}
 
 
 def hostile_html(n: int) -> dict[str, str]:
-    return {
-        "<td> ×": "<td>" * (n // 4),
-        "<td>密码</td> ×": "<tr><td>密码</td><td>x</td></tr>" * (n // 30),
-        "<td + letters": "<td " + "a" * n,
-        "< ×": "<" * n,
-    }
+    return {name: make(n) for name, make in HTML_SHAPES.items()}

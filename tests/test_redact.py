@@ -185,3 +185,9 @@ def test_html_tables_are_masked_by_cell() -> None:
 def test_a_case_key_after_a_password_in_a_subject_survives() -> None:
     assert redact("RE: 密码：abc def CAS-04027-B7D2Z5") == "RE: 密码：****** CAS-04027-B7D2Z5"
     assert redact("密码：abc [案例号: CAS-04027-B7D2Z5 ]") == "密码：****** [案例号: CAS-04027-B7D2Z5 ]"
+
+
+def test_past_the_label_budget_lines_are_masked_not_skipped() -> None:
+    text = "".join(f"password: hunter{i} x\n" for i in range(6_000))  # more labels than one mail ever holds
+    out = redact(text)
+    assert "hunter" not in out and out.count("\n") == 6_000
