@@ -27,10 +27,9 @@ from generate import Mail, generate, last_date, write_maildir  # noqa: E402
 from mailbot.config import Settings, from_dict  # noqa: E402
 from mailbot.mailbox.maildir import MaildirMailbox  # noqa: E402
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, NextAction, Role, TimelineEntry  # noqa: E402
-from mailbot.parsers import make_parser  # noqa: E402
-from mailbot.service import CycleReport, Service, make_calendar  # noqa: E402
+from mailbot.service import CycleReport, Service  # noqa: E402
 from mailbot.store import LAYOUT_VERSION, Store  # noqa: E402
-from mailbot.transport import OutboxDirTransport  # noqa: E402
+from mailbot.wiring import make_service  # noqa: E402
 
 logging.getLogger("mailbot").setLevel(logging.WARNING)
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)
@@ -50,10 +49,9 @@ def settings_for(workdir: Path, parse_workers: int = 0) -> Settings:
 
 
 def service_for(settings: Settings, store: Store, maildir: Path | None = None) -> Service:
-    """Wired as `mailbot run --once` wires it (cli.make_service), parse workers included."""
-    outbox = settings.bot.state_dir / "outbox"
-    return Service(settings, store, MaildirMailbox(maildir or settings.mailbox.path), OutboxDirTransport(outbox),
-                   make_calendar(settings), parser=make_parser(settings.bot.parse_workers))
+    """Wired as `mailbot run --once` wires it (mailbot.wiring), parse workers included; `maildir` replaces
+    the configured one."""
+    return make_service(settings, store, mailbox=MaildirMailbox(maildir or settings.mailbox.path))
 
 
 def time_mailparser(raws: Iterable[bytes]) -> float:

@@ -40,8 +40,9 @@ from common import (  # noqa: E402
 
 from mailbot.decide import plan_next  # noqa: E402
 from mailbot.models import CaseStatus  # noqa: E402
-from mailbot.service import make_calendar, make_policy  # noqa: E402
+from mailbot.service import make_policy  # noqa: E402
 from mailbot.store import Store  # noqa: E402
+from mailbot.wiring import make_calendar  # noqa: E402
 
 TARGET = 1.0
 NOW = datetime.fromisoformat("2026-03-11T10:00:00+08:00")  # a Wednesday, no holiday around

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 import chinese_calendar
 import holidays as holidays_lib
 
+from mailbot.text import one_line
+
 REGIONS = ("CN", "none")
 
 # date.fromisoformat() in 3.11 also accepts "20270101" and "2027-W01-1"; an override file is read by
@@ -110,6 +112,11 @@ class BusinessCalendar:
         moved = datetime.combine(day, local.time(), tzinfo=self.zone)
         return self._into_working_hours_local(moved).astimezone(UTC)
 
+    def first_opening(self, day: date) -> datetime:
+        """The first working moment from the start of the local `day` on: its opening when it is a workday,
+        else the next workday's; in UTC."""
+        return self.into_working_hours(datetime.combine(day, time(0, 0), tzinfo=self.zone))
+
     def in_working_hours(self, instant: datetime) -> bool:
         """Whether instant falls inside working hours on a workday."""
         return self.into_working_hours(instant) == instant
@@ -157,7 +164,7 @@ def parse_overrides(text: str) -> tuple[frozenset[date], frozenset[date]]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"holiday overrides: not valid TOML: {_one_line(str(e))}") from None
+        raise ValueError(f"holiday overrides: not valid TOML: {one_line(str(e))}") from None
     unknown = sorted(set(raw) - {"holidays", "workdays"})
     if unknown:
         # Catches typos such as "holiday =" that would otherwise silently override nothing.
@@ -187,14 +194,10 @@ def _parse_days(raw: dict[str, object], key: str) -> frozenset[date]:
             except ValueError:
                 pass
         raise ValueError(
-            f'holiday overrides: {key}[{i}]: expected a date like "2027-01-01", got {_one_line(repr(value))}'
+            f'holiday overrides: {key}[{i}]: expected a date like "2027-01-01", got {one_line(repr(value))}'
         )
     return frozenset(days)
 
 
 def _days(days: frozenset[date]) -> str:
     return ", ".join(d.isoformat() for d in sorted(days))
-
-
-def _one_line(s: str) -> str:
-    return " ".join(s.split())

@@ -1,4 +1,4 @@
-"""The `mailbot` command: argument parsing, wiring of adapters, and one-line errors with exit codes.
+"""The `mailbot` command: argument parsing and one-line errors with exit codes (adapters: mailbot.wiring).
 
 Exit codes (INTERFACE.md): 0 success, 1 runtime failure with a one-line reason, 2 usage or config error.
 """
@@ -10,25 +10,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailbot import __version__
+from mailbot import __version__, views
 from mailbot.config import ConfigError, Settings, load
 from mailbot.mailbox.base import MailboxProblem
+from mailbot.mailbox.maildir import MaildirMailbox
+from mailbot.mailbox.memory import MemoryMailbox
+from mailbot.models import EntryKind
 from mailbot.storage import StoreCorrupt, StoreWriteError
+from mailbot.store import Store
+from mailbot.wiring import RuntimeProblem, make_calendar, make_service, open_store, writer_lock
 
 
 class UsageError(Exception):
     """Bad arguments: exit 2."""
-
-
-class RuntimeProblem(Exception):
-    """Something the user can fix that is not config: exit 1, one line."""
 
 
 def _now(value: str | None) -> datetime:
@@ -68,129 +67,6 @@ class _JsonFormatter(logging.Formatter):
                            "message": record.getMessage()}, ensure_ascii=False)
 
 
-# --- wiring ----------------------------------------------------------------------------------------
-
-
-def private_state(state: Path) -> None:
-    """Keep the state folder private: it holds customers' mail (store, outbox, quarantine records).
-
-    New files are 0600 and folders 0700 by the umask `main` sets; a folder made by an older version (or by
-    hand) with group or other bits is tightened once, with what is in it, and logged."""
-    try:
-        mode = state.stat().st_mode & 0o777
-    except OSError:  # not there yet (a read-only command) or not ours to look at: nothing to tighten
-        return
-    if not mode & 0o077:
-        return
-    try:
-        state.chmod(0o700)
-    except OSError as e:
-        logging.getLogger("mailbot").warning("- state folder %s is readable by others (mode %03o) and cannot be "
-                                             "made private: %s", state, mode, e.strerror or e)
-        return
-    tightened = failed = 0
-    for folder, dirs, files in os.walk(state):
-        for name in (*dirs, *files):
-            path = os.path.join(folder, name)
-            try:
-                st = os.lstat(path)
-                if st.st_mode & 0o077 and not os.path.islink(path):
-                    os.chmod(path, st.st_mode & 0o700)
-                    tightened += 1
-            except OSError:
-                failed += 1
-    logging.getLogger("mailbot").warning(
-        "- state folder %s was readable by others (mode %03o): now 0700, %d entries in it made private%s",
-        state, mode, tightened, f", {failed} could not be changed" if failed else "")
-
-
-def open_store(settings: Settings) -> Any:
-    from mailbot.store import Store, StoreCorrupt
-
-    root = settings.bot.state_dir / "store"
-    private_state(settings.bot.state_dir)
-    try:
-        return Store(root)
-    except StoreCorrupt as e:
-        raise RuntimeProblem(str(e)) from None
-    except OSError as e:
-        raise RuntimeProblem(f"cannot read the store at {root}: {e.strerror or e}") from None
-
-
-@contextmanager
-def writer_lock(settings: Settings) -> Iterator[None]:
-    """One writing process per state folder: a second `mailbot run` refuses to start."""
-    from filelock import FileLock, Timeout
-
-    state = settings.bot.state_dir
-    try:
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise RuntimeProblem(f"cannot create the state folder {state}: {e.strerror or e}") from None
-    private_state(state)
-    lock = FileLock(str(state / "mailbot.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RuntimeProblem(f"another mailbot is already running on {state} (lock {state / 'mailbot.lock'})") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def make_calendar(settings: Settings) -> Any:
-    from mailbot.calendar import parse_overrides
-    from mailbot.service import make_calendar as build
-
-    path = settings.followup.holiday_overrides
-    overrides: tuple[frozenset, frozenset] = (frozenset(), frozenset())
-    if path is not None:
-        try:
-            overrides = parse_overrides(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"[followup] holiday_overrides: cannot read {path}: {e.strerror or e}") from None
-        except ValueError as e:
-            raise ConfigError(f"[followup] holiday_overrides: {path}: {e}") from None
-    return build(settings, overrides)
-
-
-def make_mailbox(settings: Settings, store: Any, once: bool = False) -> Any:
-    if settings.mailbox.kind == "maildir":
-        from mailbot.mailbox.maildir import MaildirMailbox
-
-        return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
-    from mailbot.mailbox.imap import ImapMailbox
-
-    if once:  # one cycle, often from cron: a server that stays down is a prompt failure, not 5 minutes of retries
-        return ImapMailbox(settings.mailbox, checkpoints=store,
-                           reconnect_max_wait=float(min(300, 2 * settings.mailbox.timeout_seconds)))
-    return ImapMailbox(settings.mailbox, checkpoints=store)
-
-
-def make_transport(settings: Settings) -> Any:
-    from mailbot.transport import OutboxDirTransport, SmtpTransport
-
-    if settings.smtp.kind == "outbox":
-        return OutboxDirTransport(settings.bot.state_dir / "outbox")
-    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env),
-                         accepted_log=settings.bot.state_dir / "smtp-accepted.log")
-
-
-def _secret(env_name: str) -> str | None:
-    return os.environ.get(env_name) or None
-
-
-def make_service(settings: Settings, store: Any, mailbox: Any | None = None, once: bool = False) -> Any:
-    from mailbot.parsers import make_parser
-    from mailbot.service import Service
-
-    mailbox = mailbox if mailbox is not None else make_mailbox(settings, store, once)
-    sent_folder = mailbox if settings.mailbox.kind == "imap" else None
-    return Service(settings, store, mailbox, make_transport(settings), make_calendar(settings), sent_folder,
-                   parser=make_parser(settings.bot.parse_workers))
-
-
 def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
 
@@ -215,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else:
                     print(_summary_line(report.as_dict()))
                 return 0
+            # Slow (APScheduler): only the long-running service needs it
             from mailbot.runner import run_forever
 
             return run_forever(service, settings, fixed_now=_now(args.now) if args.now else None)
@@ -229,8 +106,6 @@ def _summary_line(r: dict[str, int]) -> str:
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    from mailbot import views
-
     settings = _settings(args)
     store = open_store(settings)
     cases = list(store.all_cases())
@@ -251,8 +126,6 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def cmd_case(args: argparse.Namespace) -> int:
-    from mailbot import views
-
     settings = _settings(args)
     store = open_store(settings)
     case = store.get_case(args.key.upper())
@@ -266,7 +139,7 @@ def cmd_case(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from mailbot import views
+    # Slow (the decision rules and the service pull in mail-parser and jinja2): only `plan` needs them here.
     from mailbot.decide import plan_next
     from mailbot.service import make_policy
 
@@ -289,10 +162,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mailbot import views
+    # Slow (mail-parser, jinja2, the redaction patterns): only `explain` and `run` need the parser.
     from mailbot.parse import parse
     from mailbot.service import explain_mail
-    from mailbot.store import Store
 
     settings = _settings(args)
     path = Path(args.file)
@@ -302,8 +174,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise RuntimeProblem(f"cannot read {path}: {e.strerror or e}") from None
     store_root = settings.bot.state_dir / "store"
     store = open_store(settings) if store_root.exists() else Store(None)
-    from mailbot.mailbox.memory import MemoryMailbox
-
     service = make_service(settings, store, mailbox=MemoryMailbox())
     data = explain_mail(parse(raw), service)
     if args.json:
@@ -314,10 +184,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from mailbot.decide import closure, reminder
-    from mailbot.models import EntryKind
+    # Slow (jinja2, mail-parser): only the commands that render or decide load them.
+    from mailbot.decide import Receipt, SendMail, closure, reminder
     from mailbot.render import TEMPLATE_NAMES, TemplateProblem, outbound
-    from mailbot.service import Receipt, SendMail
 
     settings = _settings(args)
     if args.template not in TEMPLATE_NAMES:
@@ -326,8 +195,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     case = store.get_case(args.key.upper())
     if case is None:
         raise RuntimeProblem(f"no case {args.key} (see `mailbot cases`)")
-    from mailbot.mailbox.memory import MemoryMailbox
-
     service = make_service(settings, store, mailbox=MemoryMailbox())
     now = _now(args.now)
     if args.template in ("reminder", "reminder2"):
@@ -364,7 +231,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from mailbot.importer import import_path
+    from mailbot.importer import import_path  # slow (the whole service): only `import` needs it
 
     settings = _settings(args)
     setup_logging(settings, args.debug)
@@ -377,8 +244,6 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.mailbox.kind != "maildir":
         raise RuntimeProblem("requeue works on the Maildir mailbox; with IMAP, move the mail back to the inbox folder")
-    from mailbot.mailbox.maildir import MaildirMailbox
-
     box = MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
     with writer_lock(settings):
         store = open_store(settings)
@@ -392,7 +257,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from mailbot.doctor import run_checks
+    from mailbot.doctor import run_checks  # slow (renders every template, forks parse workers): `doctor` only
 
     try:
         settings = _settings(args)
@@ -406,7 +271,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mailbot.demo import run_demo
+    from mailbot.demo import run_demo  # slow (the whole service): `demo` only
 
     return run_demo(keep=args.keep)
 

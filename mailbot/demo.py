@@ -13,10 +13,8 @@ from pathlib import Path
 
 from mailbot import views
 from mailbot.config import from_dict
-from mailbot.mailbox.maildir import MaildirMailbox, deliver
-from mailbot.service import Service, make_calendar
-from mailbot.store import Store
-from mailbot.transport import OutboxDirTransport
+from mailbot.mailbox.maildir import deliver
+from mailbot.wiring import make_service, open_store
 
 KEY = "CAS-04027-B7D2Z5"
 SUBJECT = f"[案例号: {KEY} ] % 某单位终端频繁蓝屏 % 初次响应 CMIT:0001247"
@@ -100,14 +98,14 @@ def run_demo(keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mailbot-demo-"))
     try:
         settings = from_dict({
-            "bot": {"address": BOT, "name": "casebot", "state_dir": "state"},
+            # Two mails a cycle: parsed in the demo's own process, no workers to fork.
+            "bot": {"address": BOT, "name": "casebot", "state_dir": "state", "parse_workers": 1},
             "engineers": {"domains": ["support.example"]},
             "mailbox": {"kind": "maildir", "path": "maildir"},
         }, workdir)
-        store = Store(settings.bot.state_dir / "store")
-        outbox = settings.bot.state_dir / "outbox"
-        service = Service(settings, store, MaildirMailbox(settings.mailbox.path), OutboxDirTransport(outbox),
-                          make_calendar(settings))
+        store = open_store(settings)
+        outbox = settings.bot.state_dir / "outbox"  # where the configured outbox transport writes
+        service = make_service(settings, store)  # the Maildir and the outbox folder, as `mailbot run` wires them
         zone = settings.bot.zone
         out.rule("[bold]mailbot demo[/bold] — one support case, start to finish")
         out.print(f"Working in {workdir} (Maildir {settings.mailbox.path.name}/, outbox state/outbox/).", markup=False)

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mailbot.config import Settings
+from mailbot.decide import SendMail
+from mailbot.mailbox.imap import ImapMailbox
+from mailbot.models import Case, CaseStatus, EntryKind, InboundMail
+from mailbot.parsers import MIN_BATCH, PoolParser, cores, make_parser
+from mailbot.render import LANGUAGES, TEMPLATE_NAMES, Identity, environment, render_parts
+from mailbot.render import context as render_context
+from mailbot.wiring import make_calendar, make_transport, open_store
 
 
 def _templates(settings: Settings, now: datetime) -> str:
-    from mailbot.decide import SendMail
-    from mailbot.models import Case, CaseStatus, EntryKind
-    from mailbot.render import LANGUAGES, TEMPLATE_NAMES, Identity, environment, render_parts
-    from mailbot.render import context as render_context
-
     env = environment(settings.templates_dir)
     me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone)
     sample = Case(key="CAS-00000-DOCTOR", title="doctor", subject="[CAS-00000-DOCTOR] doctor",
@@ -30,16 +32,12 @@ def _templates(settings: Settings, now: datetime) -> str:
 
 
 def _store(settings: Settings, now: datetime) -> str:
-    from mailbot.cli import open_store
-
     counts = open_store(settings).counts()
     return (f"{settings.bot.state_dir / 'store'}: {counts['active']} open, {counts['closed']} closed, "
             f"{counts['unmatched']} unmatched, {counts['quarantined']} quarantined, {counts['pending']} unsent")
 
 
 def _calendar(settings: Settings, now: datetime) -> str:
-    from mailbot.cli import make_calendar
-
     cal = make_calendar(settings)
     warning = cal.coverage_warning(now.astimezone(settings.bot.zone).date())
     if warning:
@@ -66,16 +64,11 @@ def _mailbox(settings: Settings, now: datetime) -> str:
             raise RuntimeError(f"{path}/new is not writable")
         waiting = sum(1 for _ in (path / "new").iterdir())
         return f"Maildir {path}: {waiting} new"
-    from mailbot.mailbox.imap import ImapMailbox
-
     return ImapMailbox(settings.mailbox).check()
 
 
 def _parsing(settings: Settings, now: datetime) -> str:
     """Fork the parse workers and have them parse a small batch, as a backlog would be."""
-    from mailbot.models import InboundMail
-    from mailbot.parsers import MIN_BATCH, PoolParser, cores, make_parser
-
     parser = make_parser(settings.bot.parse_workers)
     if not isinstance(parser, PoolParser):
         return f"in the bot's own process (parse_workers = {settings.bot.parse_workers}, {cores()} core(s))"
@@ -92,8 +85,6 @@ def _parsing(settings: Settings, now: datetime) -> str:
 
 
 def _sending(settings: Settings, now: datetime) -> str:
-    from mailbot.cli import make_transport
-
     return make_transport(settings).check()
 
 

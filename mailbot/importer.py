@@ -21,6 +21,7 @@ from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.parsers import parse_in_batches
 from mailbot.service import CycleReport
 from mailbot.store import Store
+from mailbot.wiring import RuntimeProblem, make_service
 
 COMMIT_EVERY = 500
 
@@ -68,8 +69,6 @@ def _date_key(raw: bytes) -> datetime:
 
 
 def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_json: bool = False) -> int:
-    from mailbot.cli import RuntimeProblem, make_service
-
     try:
         mails = sorted(_sources(path), key=lambda m: _date_key(m.raw))
     except ImportProblem as e:

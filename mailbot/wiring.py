@@ -1,0 +1,154 @@
+"""Builds the bot from Settings — store, calendar, mailbox, transport, service — in one place that the CLI,
+doctor, import, demo, benches and tests all use (nothing here decides anything about a mail)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailbot.config import ConfigError, Settings
+from mailbot.mailbox.maildir import MaildirMailbox
+from mailbot.store import Store, StoreCorrupt
+
+if TYPE_CHECKING:
+    from mailbot.calendar import BusinessCalendar
+    from mailbot.mailbox.base import Mailbox
+    from mailbot.parsers import Parser
+    from mailbot.service import Service
+    from mailbot.transport import Transport
+
+
+class RuntimeProblem(Exception):
+    """Something the user can fix that is not config: the CLI exits 1 with this one line."""
+
+
+def private_state(state: Path) -> None:
+    """Keep the state folder private: it holds customers' mail (store, outbox, quarantine records).
+
+    New files are 0600 and folders 0700 by the umask `main` sets; a folder made by an older version (or by
+    hand) with group or other bits is tightened once, with what is in it, and logged."""
+    try:
+        mode = state.stat().st_mode & 0o777
+    except OSError:  # not there yet (a read-only command) or not ours to look at: nothing to tighten
+        return
+    if not mode & 0o077:
+        return
+    try:
+        state.chmod(0o700)
+    except OSError as e:
+        logging.getLogger("mailbot").warning("- state folder %s is readable by others (mode %03o) and cannot be "
+                                             "made private: %s", state, mode, e.strerror or e)
+        return
+    tightened = failed = 0
+    for folder, dirs, files in os.walk(state):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+                if st.st_mode & 0o077 and not os.path.islink(path):
+                    os.chmod(path, st.st_mode & 0o700)
+                    tightened += 1
+            except OSError:
+                failed += 1
+    logging.getLogger("mailbot").warning(
+        "- state folder %s was readable by others (mode %03o): now 0700, %d entries in it made private%s",
+        state, mode, tightened, f", {failed} could not be changed" if failed else "")
+
+
+def open_store(settings: Settings) -> Store:
+    root = settings.bot.state_dir / "store"
+    private_state(settings.bot.state_dir)
+    try:
+        return Store(root)
+    except StoreCorrupt as e:
+        raise RuntimeProblem(str(e)) from None
+    except OSError as e:
+        raise RuntimeProblem(f"cannot read the store at {root}: {e.strerror or e}") from None
+
+
+@contextmanager
+def writer_lock(settings: Settings) -> Iterator[None]:
+    """One writing process per state folder: a second `mailbot run` refuses to start."""
+    from filelock import FileLock, Timeout  # slow (~80 ms): only the commands that write need it
+
+    state = settings.bot.state_dir
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeProblem(f"cannot create the state folder {state}: {e.strerror or e}") from None
+    private_state(state)
+    lock = FileLock(str(state / "mailbot.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeProblem(f"another mailbot is already running on {state} (lock {state / 'mailbot.lock'})") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def make_calendar(settings: Settings) -> BusinessCalendar:
+    """Business days and hours of `[followup]`, with the `holiday_overrides` file's extra holidays and
+    workdays when one is set (an unreadable or invalid file is a config error)."""
+    # Slow (holidays, ~85 ms): `mailbot cases` needs no calendar.
+    from mailbot.calendar import BusinessCalendar, parse_overrides
+
+    f = settings.followup
+    overrides: tuple[frozenset, frozenset] = (frozenset(), frozenset())
+    if f.holiday_overrides is not None:
+        path = f.holiday_overrides
+        try:
+            overrides = parse_overrides(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"[followup] holiday_overrides: cannot read {path}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise ConfigError(f"[followup] holiday_overrides: {path}: {e}") from None
+    return BusinessCalendar(
+        zone=settings.bot.zone, opening=f.working_hours[0], closing=f.working_hours[1],
+        region=f.holidays, extra_holidays=overrides[0], extra_workdays=overrides[1],
+    )
+
+
+def make_mailbox(settings: Settings, store: Store, once: bool = False) -> Mailbox:
+    if settings.mailbox.kind == "maildir":
+        return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
+    from mailbot.mailbox.imap import ImapMailbox  # slow (imapclient, ~130 ms): only with an IMAP mailbox
+
+    if once:  # one cycle, often from cron: a server that stays down is a prompt failure, not 5 minutes of retries
+        return ImapMailbox(settings.mailbox, checkpoints=store,
+                           reconnect_max_wait=float(min(300, 2 * settings.mailbox.timeout_seconds)))
+    return ImapMailbox(settings.mailbox, checkpoints=store)
+
+
+def make_transport(settings: Settings) -> Transport:
+    # Slow (smtplib, ~65 ms): `mailbot cases` sends nothing.
+    from mailbot.transport import OutboxDirTransport, SmtpTransport
+
+    if settings.smtp.kind == "outbox":
+        return OutboxDirTransport(settings.bot.state_dir / "outbox")
+    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env),
+                         accepted_log=settings.bot.state_dir / "smtp-accepted.log")
+
+
+def _secret(env_name: str) -> str | None:
+    return os.environ.get(env_name) or None
+
+
+def make_service(settings: Settings, store: Store, mailbox: Mailbox | None = None, once: bool = False,
+                 transport: Transport | None = None, parser: Parser | None = None) -> Service:
+    """The service as `mailbot run` has it. `mailbox`, `transport` and `parser` replace the configured ones
+    (a memory twin in `explain` and the tests; the parse workers of `[bot] parse_workers` by default)."""
+    # Slow (mail-parser, jinja2, the redaction patterns: ~0.6 s): the read-only commands need none of it.
+    from mailbot.parsers import make_parser
+    from mailbot.service import Service
+
+    mailbox = mailbox if mailbox is not None else make_mailbox(settings, store, once)
+    sent_folder = mailbox if settings.mailbox.kind == "imap" else None
+    return Service(settings, store, mailbox, transport if transport is not None else make_transport(settings),
+                   make_calendar(settings), sent_folder,
+                   parser=parser if parser is not None else make_parser(settings.bot.parse_workers))
