@@ -31,9 +31,10 @@ from mailbot.mailbox.base import FetchedMail  # noqa: E402
 from mailbot.mailbox.memory import MemoryMailbox  # noqa: E402
 from mailbot.models import InboundMail, ParseFailure  # noqa: E402
 from mailbot.parse import parse  # noqa: E402
-from mailbot.service import CycleReport, Service, make_calendar  # noqa: E402
+from mailbot.service import CycleReport, Service  # noqa: E402
 from mailbot.store import Store  # noqa: E402
 from mailbot.transport import MemoryTransport  # noqa: E402
+from mailbot.wiring import make_calendar  # noqa: E402
 
 logging.getLogger("mailbot").setLevel(logging.CRITICAL)
 
@@ -71,6 +72,8 @@ def _many_parts(kb: int) -> bytes:
     return (_head() + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + part * _n(kb, part) + "--b--\r\n").encode()
 
 
+RECEIVED = "Received: from h.example ([203.0.113.9]) by mx.example; Mon, 13 Apr 2026 10:00:00 +0800\r\n"
+
 SHAPES: dict[str, Callable[[int], bytes]] = {
     # the audit of 2026-12-02
     "spaces in one line": lambda kb: text_mail("mysql" + " " * (kb * 1024) + "x"),
@@ -96,7 +99,7 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "until / back on (ooo)": lambda kb: text_mail("back on until " * _n(kb, "back on until ")),
     "digits and 月 (ooo)": lambda kb: text_mail("1 月 " * _n(kb, "1 月 ")),
     "2021-04-1 run (ooo)": lambda kb: text_mail("2021-04-1" * _n(kb, "2021-04-1")),
-    "HTML <div without >": lambda kb: html_mail("<p>x</p><div " * _n(kb, "<div ")),
+    "HTML <div without >": lambda kb: html_mail("<p>x</p><div " * _n(kb, "<p>x</p><div ")),  # 2.6× till 12-03
     "HTML <div style=' open": lambda kb: html_mail("<p>x</p>" + "<div style='" * _n(kb, "<div style='")),
     "HTML unclosed quote, then >": lambda kb: html_mail("<a b='" * _n(kb, "<a b='") + ">"),
     "HTML unclosed </ and <!": lambda kb: html_mail("</a <!x <?y " * _n(kb, "</a <!x <?y ") + ">"),
@@ -109,6 +112,13 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "many header lines": lambda kb: text_mail("body", extra="".join(
         f"X-H{n}: v\r\n" for n in range(_n(kb, "X-H0000: v\r\n")))),
     "many MIME parts": _many_parts,
+    # found while fixing issue 13's: the stdlib's encoded-word pattern rescans a line for `?=`, and the
+    # bounds on MIME parts and headers must hold whatever the spelling
+    "subject: unclosed encoded words": lambda kb: text_mail("body", subject="=?utf-8?q?a " * _n(kb, "=?utf-8?q?a ")),
+    "filename: unclosed encoded words": lambda kb: text_mail("body", extra="Content-Disposition: attachment; "
+                                                             'filename="' + "=?utf-8?q?a " * _n(kb, "=?utf-8?q?a ") + '"\r\n'),
+    "many MIME parts, boundary*0": lambda kb: _many_parts(kb).replace(b'boundary="b"', b'boundary*0="b"', 1),
+    "many Received headers": lambda kb: text_mail("body", extra=RECEIVED * _n(kb, RECEIVED)),
     "GBK bytes labelled utf-8": lambda kb: (_head() + "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode()
     + "中文".encode("gbk") * (kb * 256),
 }
@@ -206,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(results) == 1:
                 print("hostile mail: seconds for the whole path (parse + apply, both variants) by size\n"
                       f"  {'shape':<30}" + "".join(f"{str(kb) + ' KB':>10}" for kb in sizes))
-            cells = "".join(f"{'skipped' if r is None else format(r['parse'] + r['apply'], '.3f'):>10}"
+            # `q`: the mail was quarantined (a bound said no), not read through
+            cells = "".join(f"{'skipped' if r is None else format(r['parse'] + r['apply'], '.3f') + ' q' * bool(r['quarantined']):>10}"
                             for r in results[name].values())
             print(f"  {name:<30}{cells}", flush=True)
     if profiler is not None:

@@ -76,32 +76,6 @@ def _encoded(value: str, name: str | None = None) -> str | Header:
         return value
     return Header(value, "utf-8", maxlinelen=78, header_name=name)
 
-# Headers this module writes itself; extra_headers may not set them a second time (a duplicate
-# Subject or To is a malformed message, RFC 5322 §3.6 allows each only once). Bcc too: a Bcc
-# header in the sent bytes would show every recipient who the hidden ones are.
-_OWN_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Subject",
-        "Date",
-        "Message-ID",
-        "In-Reply-To",
-        "References",
-        "Auto-Submitted",
-        "X-Auto-Response-Suppress",
-        "X-Mailbot-Action",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-    )
-)
-
-# RFC 5322 §2.2: a field name is printable US-ASCII except ":" (ftext).
-_FIELD_NAME = re.compile(r"[!-9;-~]+")
 # Line breaks and control characters: a CRLF pair is one break, one space. Besides CR and LF, the stdlib's
 # folding splits lines with str.splitlines(), which also breaks at \x0b \x0c \x1c-\x1e \x85 U+2028 U+2029
 # (a new header line: injection); the other C0/C1 controls and DEL are not text (RFC 5322 §2.2: printable
@@ -290,10 +264,4 @@ def to_bytes(mail: OutboundMail, date: datetime) -> bytes:
     action = clean_header(mail.action_id)
     msg["X-Mailbot-Action"] = (Header(action, "utf-8", maxlinelen=78, header_name="X-Mailbot-Action")
                                if _has_overlong_word(action) else action)
-    for name, value in mail.extra_headers:
-        if not _FIELD_NAME.fullmatch(name) or len(name) > 76:
-            raise ValueError(f"invalid header name {name[:80]!r} in extra_headers")
-        if name.lower() in _OWN_HEADERS:
-            raise ValueError(f"extra_headers may not set {name!r}: compose writes it")
-        msg[name] = _encoded(clean_header(value), name)
     return msg.as_bytes(policy=SMTP_COMPAT)

@@ -28,10 +28,6 @@ class BotSettings:
     parse_workers: int
 
     @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
-
-    @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from mailbot import authres
@@ -123,9 +123,8 @@ def authentication_failed(mail: InboundMail, trusted: tuple[str, ...]) -> str | 
 
 def calendar_for(case: Case | None, policy: Policy) -> BusinessCalendar:
     """Business days and hours in the case's timezone (default: the bot's)."""
-    if case is None or not case.timezone or case.timezone == policy.calendar.zone.key:
-        return policy.calendar
-    return replace(policy.calendar, zone=ZoneInfo(case.timezone))
+    zone = policy.calendar.zone if case is None else case.zone(policy.calendar.zone)
+    return policy.calendar if zone.key == policy.calendar.zone.key else replace(policy.calendar, zone=zone)
 
 
 def live_customers(case: Case) -> tuple[str, ...]:
@@ -264,10 +263,6 @@ def due_now(case: Case, now: datetime, policy: Policy) -> list[SendMail]:
 
 
 # --- engineer commands -----------------------------------------------------------------------------
-
-
-def _local_opening(day: date, cal: BusinessCalendar) -> datetime:
-    return cal.into_working_hours(datetime.combine(day, time(0, 0), tzinfo=cal.zone))
 
 
 def apply_commands(
@@ -412,6 +407,7 @@ _ZH = [(re.compile(p), r) for p, r in (
     (r"^case card below$", "案例信息如下"),
     (r"^business days and hours now counted in (.*)$", r"工作日和工作时间现按 \1 计算"),
     (r"^unknown command.*$", "未知指令"),
+    (r"^too many commands: at most (\d+) in one mail.*$", r"指令过多：一封邮件最多 \1 条，此条及之后的指令未执行"),
     (r"^bad date.*$", "日期无效"),
     (r"^expected.*$", "格式不对"),
     (r"^refused: (.+) is not an engineer$", r"已拒绝：\1 不是工程师"),
@@ -477,7 +473,7 @@ def _apply_one(
             until = cal.add_business_days(now, command.snooze_days)
         else:
             assert command.snooze_until is not None
-            until = _local_opening(command.snooze_until, cal)
+            until = cal.first_opening(command.snooze_until)
         if until <= now:
             return case, False, "that date is in the past", []
         shown = until.astimezone(cal.zone).strftime("%Y-%m-%d %H:%M")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 
 class Role(StrEnum):
@@ -87,6 +88,9 @@ class InboundMail:
     # A real delivery report (RFC 3464: multipart/report; report-type=delivery-status), not any mail that
     # merely looks like a bounce: only such a report may mark a customer's address as failed.
     is_dsn: bool = False
+    # What parse had to repair or found missing in the header block (no From, no Subject, a header line
+    # without its leading blank), in words for `mailbot explain`: such a mail is never read silently.
+    header_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,11 @@ class Case:
     def effective_language(self) -> str:
         return self.language_override or self.language
 
+    def zone(self, default: ZoneInfo) -> ZoneInfo:
+        """Where the case's dates and business hours are read: its customer's zone (`#timezone`), or
+        `default` (the bot's)."""
+        return ZoneInfo(self.timezone) if self.timezone else default
+
     def name_of(self, address: str) -> str:
         return dict(self.contact_names).get(address, "")
 
@@ -193,4 +202,3 @@ class OutboundMail:
     text: str
     html: str | None
     auto_submitted: str = "auto-generated"
-    extra_headers: tuple[tuple[str, str], ...] = field(default_factory=tuple)

@@ -6,17 +6,22 @@ space between an encoded word and plain text that mail-parser drops (`初次响�
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import re
+from collections import Counter
 from datetime import UTC, datetime
-from email import message_from_bytes
-from email.header import Header, decode_header
+from email import base64mime, message_from_bytes, quoprimime
+from email.errors import HeaderParseError
+from email.header import Header, decode_header, ecre
 from email.message import Message
+from email.parser import Parser
 from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
 import mailparser.core
+import mailparser.utils
 
 from mailbot import charsets
 from mailbot.htmltext import html_to_text
@@ -82,14 +87,105 @@ def _unraw(value: str | Header | None, hint: str | None = None) -> str:
 _CONTROL = re.compile("[\x01-\x1f\x7f\x85\u2028\u2029]+")
 
 
+# A header value is decoded up to this many characters; the rest is dropped. RFC 5322 §2.1.1 limits a line
+# to 998 characters, and a subject of 16 folded lines of encoded words still holds ~3,000 Chinese characters:
+# a case title never needs more. Without a bound, a 1 MB subject was decoded, matched, redacted, stored as
+# the title and put into every reminder's subject.
+MAX_HEADER_CHARS = 16_384
+
+
+def _cut_header(value: str) -> str:
+    """The value's first MAX_HEADER_CHARS characters, cut at the last blank before them when there is one
+    in the second half, so that no encoded word is cut in two (RFC 2047 §5: words are apart by blanks)."""
+    if len(value) <= MAX_HEADER_CHARS:
+        return value
+    blank = value.rfind(" ", MAX_HEADER_CHARS // 2, MAX_HEADER_CHARS)
+    return value[: blank if blank > 0 else MAX_HEADER_CHARS]
+
+
+def _has_encoded_word(header: str) -> bool:
+    """`ecre.search(header)`, by hand and in linear time. The pattern reads `=?` charset `?` q|b `?` text
+    `?=`: the charset runs to the next `?` (line breaks included), the text to a `?=` on the same line."""
+    line_end = last = -1  # the line being looked at: where it ends, where its last `?=` starts
+    start = header.find("=?")
+    while start != -1:
+        q = header.find("?", start + 2)  # the charset's end: it holds no `?`
+        if q == -1:
+            return False
+        if header[q + 1 : q + 2] in ("q", "Q", "b", "B") and header[q + 2 : q + 3] == "?":
+            if q + 3 > line_end:  # a new line: find its end and its last `?=` once, not once per word
+                line_end = header.find("\n", q + 3)
+                line_end = len(header) if line_end == -1 else line_end
+                last = header.rfind("?=", q + 3, line_end)
+            if last >= q + 3:
+                return True
+        start = header.find("=?", q - 1)  # the next try may start at the charset's last `=`: `=?a=?utf-8?q?…`
+    return False
+
+
+def _decode_words(header: str) -> list[tuple[str | bytes, str | None]]:
+    """email.header.decode_header of a str: the same pieces, in linear time.
+
+    The stdlib's pops each piece from the front of a list, deletes from the middle of another and grows a
+    bytes object word by word: quadratic three times over (a 1 MB subject of 100,000 encoded words took
+    3.5 s). Its own pattern (`ecre`, RFC 2047 §2 read leniently) is kept, but is given each line only up to
+    the line's last `?=`: every encoded word ends with one, and past it each `=?x?q?` would rescan the
+    rest of the line looking for one (`=?utf-8?q?a ` × 1,300, 16 KB: 0.2 s; × 5,000: 3 s). Raises
+    HeaderParseError on bad base64, as the stdlib does."""
+    def bounded(line: str) -> int:  # where the last possible encoded word of a line ends
+        q = line.rfind("?=")
+        return q + 2 if q >= 0 else 0
+
+    if not _has_encoded_word(header):
+        return [(header, None)]
+    words: list[tuple[str, str | None, str | None]] = []  # (text, encoding or None, charset or None)
+    for line in header.splitlines():  # as the stdlib splits
+        end = bounded(line)
+        parts = ecre.split(line[:end])  # text, charset, encoding, encoded text, text, …, text
+        parts[-1] += line[end:]
+        for k in range(0, len(parts), 4):
+            text = parts[k].lstrip() if k == 0 else parts[k]
+            if text:
+                words.append((text, None, None))
+            if k + 3 < len(parts):
+                words.append((parts[k + 3], parts[k + 2].lower(), parts[k + 1].lower()))
+    # Blanks between two encoded words are not text (RFC 2047 §6.2).
+    drop = {n - 1 for n, w in enumerate(words) if n > 1 and w[1] and words[n - 2][1] and words[n - 1][0].isspace()}
+    out: list[tuple[str | bytes, str | None]] = []
+    run: list[bytes] = []  # one charset's consecutive words, joined once at the end of the run
+    run_charset: str | None = None
+    for n, (text, encoding, charset) in enumerate(words):
+        if n in drop:
+            continue
+        if encoding == "q":
+            word = quoprimime.header_decode(text).encode("raw-unicode-escape")
+        elif encoding == "b":
+            padded = text + "==="[: (4 - len(text) % 4) % 4]  # Postel's law, as the stdlib: add missing padding
+            try:
+                word = base64mime.decode(padded)
+            except binascii.Error as e:
+                raise HeaderParseError("Base64 decoding error") from e
+        else:
+            word = text.encode("raw-unicode-escape")
+        if run and charset != run_charset:
+            out.append((b"".join(run), run_charset))
+            run = []
+        if run and run_charset is None:
+            run.append(b" ")  # the stdlib joins unencoded pieces with a space
+        run.append(word)
+        run_charset = charset
+    out.append((b"".join(run), run_charset))
+    return out
+
+
 def decode_header_value(value: str | Header | None, hint: str | None = None) -> str:
     """RFC 2047 words decoded, folding removed, raw 8-bit bytes guessed (`hint`: the charset the message
     declares for its text); never raises."""
-    value = _FOLD.sub(" ", _unraw(value, hint))
+    value = _cut_header(_FOLD.sub(" ", _unraw(value, hint)))
     if "=?" not in value:  # no encoded word (RFC 2047 §2: each starts with "=?"): nothing to decode
         return _CONTROL.sub(" ", value.replace("\x00", "")).strip()
     try:
-        chunks = decode_header(value)
+        chunks = _decode_words(value)
     except Exception:  # a broken encoded word: show it as written
         chunks = [(value, None)]
     out = []
@@ -106,6 +202,19 @@ def decode_header_value(value: str | Header | None, hint: str | None = None) -> 
         else:  # an unknown or wrong charset in an encoded word falls back instead of showing the raw word
             out.append(charsets.decode_text(chunk, cs))
     return _CONTROL.sub(" ", "".join(out).replace("\x00", "")).strip()
+
+
+def _decode_header_linear(header: str | Header) -> list[tuple[str | bytes, str | None]]:
+    """email.header.decode_header, with _decode_words for text (a Header object is already linear)."""
+    return decode_header(header) if isinstance(header, Header) else _decode_words(header)
+
+
+# mail-parser decodes each attachment's filename with the stdlib's decode_header: a filename of 64 KB of
+# `=?utf-8?q?a ` took 2.8 s there, 256 KB 42 s. It gets the linear twin (same result: tests/test_hostile.py).
+mailparser.utils.decode_header = _decode_header_linear
+# mail-parser also parses every Received header (hops, dates) for its `.received`, which nothing here reads
+# (the RFC 8601 verdict we trust is Authentication-Results): 10,000 Received lines cost it 1.3 s a mail.
+mailparser.core.receiveds_parsing = lambda receiveds, **diagnostics: []
 
 
 class _Headers:
@@ -141,20 +250,33 @@ def _raw(msg: Message | _Headers, name: str) -> str | None:
     return values[0] if values else None
 
 
+# Headers whose raw 8-bit bytes are shown as text; their bytes together are what the charset is judged on.
+_TEXT_HEADERS = ("subject", "from", "sender", "reply-to", "to", "cc", "thread-topic")
+_HINT_SAMPLE = 4096  # bytes of raw header text to judge; a header block rarely holds more that is 8-bit
+
+
 def _charset_hint(msg: Message) -> str | None:
-    """The charset the message declares for its text: the best guess for raw 8-bit bytes in its headers."""
+    """The charset the message's raw 8-bit header bytes are written in, judged once over all of them (one
+    short subject alone rarely tells GBK from Big5 or Shift_JIS). The charsets the message declares for
+    its text parts are candidates, never the answer: the first part may be an iso-8859-1 wrapper around a
+    GBK subject, and Latin-1 reads any bytes (charsets.guess_8bit)."""
+    declared: list[str | None] = []
     try:
         for n, part in enumerate(msg.walk()):
             if n > 50:
                 break
-            if part.get_content_maintype() != "text":
-                continue
-            cs = charsets.lookup_or_none(part.get_content_charset())
-            if cs is not None and cs not in ("ascii", "utf-8"):
-                return cs
+            if part.get_content_maintype() == "text":
+                declared.append(part.get_content_charset())
     except (RecursionError, AttributeError, TypeError, ValueError, LookupError):
         pass
-    return None
+    sample = bytearray()
+    for name, value in msg.raw_items():
+        value = str(value)
+        if name.lower() in _TEXT_HEADERS and not value.isascii():
+            sample += value.encode("utf-8", "surrogateescape") + b"\n"
+            if len(sample) >= _HINT_SAMPLE:  # whole values only: a cut would split a character
+                break
+    return charsets.guess_8bit(bytes(sample), dict.fromkeys(declared)) if sample else None
 
 
 # RFC 5322 §3.4.1 addr-spec, as getaddresses hands it back: a dot-atom or quoted local part, "@", a domain
@@ -178,17 +300,93 @@ def _addr_spec(addr: str) -> str | None:
     return addr.lower()
 
 
+def _without_comments(value: str) -> str:
+    """`value` with its RFC 5322 §3.2.2 comments — nested, never inside a quoted string — each replaced by
+    one space. One pass over the characters."""
+    out: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"' and not depth:
+            quoted = not quoted
+        elif ch == "(" and not quoted:
+            depth += 1
+            if depth == 1:
+                out.append(" ")
+            continue
+        elif ch == ")" and depth:
+            depth -= 1
+            continue
+        if not depth:
+            out.append(ch)
+    return "".join(out)
+
+
+def _getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    """email.utils.getaddresses, without RFC 5322 comments in display names: the stdlib appends them
+    (`MAILER-DAEMON (Mail Delivery System) <…>` came out named `MAILER-DAEMON (Mail Delivery System)`).
+    A comment stands in only where there is no name at all — `addr (Full Name)`, the RFC 822 habit that
+    Postfix bounces keep — as mail clients show it."""
+    out: list[tuple[str, str]] = []
+    for value in values:
+        pairs = getaddresses([value])
+        if "(" in value:
+            bare = getaddresses([_without_comments(value)])
+            if len(bare) == len(pairs):  # the same mailboxes: take each name without its comments
+                pairs = [(b[0] if b[0].strip() else p[0].strip().removeprefix("(").removesuffix(")"), p[1])
+                         for b, p in zip(bare, pairs, strict=True)]
+        out.extend(pairs)
+    return out
+
+
+# Address headers are read up to this many characters each (From, To, Cc…: ~2,000 ordinary addresses); the
+# rest is ignored and named in `header_problems`. 40,000 addresses in a To took 2.5 s a mail to read, and
+# every one of them could have become a party to the case.
+MAX_ADDRESS_CHARS = 65_536
+
+
+def _bounded_values(values: list[str], limit: int) -> tuple[list[str], bool]:
+    """The values up to `limit` characters in all: the one that crosses it is cut, those after it dropped.
+    True when something was cut."""
+    out: list[str] = []
+    room = limit
+    for value in values:
+        if len(value) > room:
+            out.append(value[:room])
+            return out, True
+        out.append(value)
+        room -= len(value)
+    return out, False
+
+
+def _address_problems(heads: _Headers) -> list[str]:
+    """Address headers too long to read whole (MAX_ADDRESS_CHARS), in words."""
+    problems = []
+    for name in ("From", "Sender", "To", "Cc"):
+        size = sum(len(v) for v in heads.all(name))
+        if size > MAX_ADDRESS_CHARS:
+            problems.append(f"{name}: {size:,} characters of addresses; only the first {MAX_ADDRESS_CHARS:,} "
+                            "were read, the addresses after them are ignored")
+    return problems
+
+
 def _mailboxes(msg: Message | _Headers, *names: str, hint: str | None = None) -> list[tuple[str, str | None]]:
     """Every mailbox the headers name, as (display name, address or None when it is not a valid addr-spec).
 
     The raw header is split into mailboxes first and only display names are decoded after: a decoded
     name may contain a comma (`=?utf-8?b?…?=` → `杨, 先生`) or an address, which must neither split one
     mailbox into two nor become one."""
-    values: list[str] = []
-    for name in names:
-        values.extend(_FOLD.sub(" ", _unraw(v, hint)) for v in _raw_all(msg, name))
+    raw, cut = _bounded_values([v for name in names for v in _raw_all(msg, name)], MAX_ADDRESS_CHARS)
+    values = [_FOLD.sub(" ", _unraw(v, hint)) for v in raw]
+    pairs = _getaddresses(values[:-1] if cut else values)
+    if cut:  # the last mailbox of the value that was cut may be only the start of one: left out
+        pairs += _getaddresses(values[-1:])[:-1]
     out: list[tuple[str, str | None]] = []
-    for display, addr in getaddresses(values):
+    for display, addr in pairs:
         if not display.strip() and not addr.strip():
             continue  # an empty group (`undisclosed-recipients:;`) names nobody
         out.append((decode_header_value(display), _addr_spec(addr)))
@@ -447,6 +645,60 @@ def _synthetic_id(raw: bytes) -> str:
     return f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailbot.invalid>"
 
 
+# RFC 5322 §2.2: the header section ends at the first line that is neither a field nor a fold. This is the
+# stdlib's own test (email.feedparser.headerRE), asked at every line start.
+_NOT_A_HEADER_LINE = re.compile(r"^(?!From |[\x21-\x39\x3b-\x7e]*:|[\t ])", re.M)
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def _message_from_bytes(raw: bytes) -> Message:
+    """email.message_from_bytes, the same message, but a single-part body taken in one piece: the stdlib
+    reads a body line by line (1 MB of blank lines: 0.3 s, a third of the whole parse), though the payload
+    of a part that is not multipart or message/* is the rest of the text as it stands. Such a message's
+    header section and first body line go through the stdlib (its headers, defects and content type come
+    from there); anything else — a multipart, a lone CR or a `From ` line in the header section — is the
+    stdlib's whole."""
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser does
+    first = _NOT_A_HEADER_LINE.search(text)
+    eol = text.find("\n", first.start()) if first is not None else -1
+    # A `From ` line under the first may be the body's first line: the stdlib decides that when it is done.
+    if first is None or eol == -1 or _LONE_CR.search(text, 0, eol + 1) or text.find("\nFrom ", 0, eol) >= 0:
+        return message_from_bytes(raw)
+    msg = Parser().parsestr(text[: eol + 1])
+    if msg.get_content_maintype() in ("multipart", "message"):
+        return message_from_bytes(raw)
+    blank = first.start() in (eol, eol - 1) and text[first.start()] in "\r\n"  # the empty separator line
+    msg.set_payload(text[eol + 1 :] if blank else text[first.start() :])
+    return msg
+
+
+MAX_MIME_PARTS = 1_000
+
+
+class TooManyParts(Exception):
+    """A message of more MIME parts than MAX_MIME_PARTS: quarantined unread."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"more than {MAX_MIME_PARTS:,} MIME parts ({count:,}): not read")
+
+
+# RFC 2046 §5.1.1: the boundary (1-70 characters) is a Content-Type parameter, quoted or not; each part
+# starts at a line `--boundary`, with optional blanks after it (the close delimiter ends in `--`).
+# `boundary*0=` is an RFC 2231 continuation's first segment: the whole boundary when it has no other.
+_BOUNDARY_PARAM = re.compile(rb'(?i)\bboundary(?:\*0)?\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_DASH_LINE = re.compile(rb"^--([^\r\n]{1,200})", re.M)
+
+
+def _count_parts(raw: bytes) -> int:
+    """How many body parts the message's multiparts hold, counted from the raw bytes in one pass: the
+    lines that open a part with a boundary declared anywhere in the message."""
+    boundaries = {quoted or bare for quoted, bare in _BOUNDARY_PARAM.findall(raw)}
+    if not boundaries:
+        return 0
+    lines = Counter(line.rstrip(b" \t") for line in _DASH_LINE.findall(raw))
+    return sum(lines[b] for b in boundaries)
+
+
 class _MailParser(mailparser.MailParser):
     """mail-parser, with a second chance for body text it could not decode in the declared charset, and
     without the summary dicts nobody reads.
@@ -457,6 +709,27 @@ class _MailParser(mailparser.MailParser):
     needed). `_decode_body_payload` is internal to mail-parser, which is pinned exactly in pyproject.toml;
     tests/test_parse.py checks the behaviour, so an upgrade that drops the hook fails loudly.
     """
+
+    @classmethod
+    def from_bytes(cls, bt):  # type: ignore[no-untyped-def]
+        # Counted before the stdlib builds the tree: 30,000 parts cost 0.45 s to build and 0.5 s more in
+        # mail-parser's walk, and no support mail has a thousand.
+        if (n := _count_parts(bt)) > MAX_MIME_PARTS:
+            raise TooManyParts(n)
+        return cls._parse_guarded(lambda: _message_from_bytes(bt))
+
+    def parse(self):  # type: ignore[no-untyped-def]
+        # The same bound on the tree the stdlib built, for boundaries the count above does not see
+        # (RFC 2231 `boundary*0=`, a folded parameter).
+        if self.message is not None and (n := sum(1 for _ in self.message.walk()) - 1) > MAX_MIME_PARTS:
+            raise TooManyParts(n)  # the parts below the message, as counted from the raw bytes
+        return super().parse()
+
+    def _build_header_index(self):  # type: ignore[no-untyped-def]
+        # mail-parser indexes every header to parse its address headers (`.to`, `.from_`) and to fill the
+        # summary dicts; _build reads the message itself and uses neither. 40,000 addresses in To cost
+        # mail-parser 1 s a mail, for nothing.
+        return {}
 
     def _make_mail(self, complete=True):  # type: ignore[no-untyped-def]
         # mail-parser ends its parse by building two summary dicts (`.mail`, `.mail_partial`: every header
@@ -495,34 +768,87 @@ _HEADER_LINE = re.compile(rb"^(?:From |[\x21-\x39\x3b-\x7e]*:|[ \t])")
 _BAD_NAME = re.compile(rb"^([\t\x20-\x39\x3b-\x7e]{1,200}):")
 
 
-def _repair_header_names(raw: bytes) -> bytes:
-    """A header whose name holds a space or a tab (`X-Script/function/\t !"#…: TEST`) ends the header
-    section for the stdlib, so the headers after it — Content-Type, Content-Transfer-Encoding — become
-    body text and a base64 body is decoded as garbage. RFC 5322 ends the header section only at the
-    first empty line: when every line before it is a header, a continuation, or such a bad-name header,
-    replace the name's blanks with `_` so the parser keeps reading headers."""
-    head_end = raw.find(b"\n\n")
-    crlf_end = raw.find(b"\r\n\r\n")
-    ends = [e for e in (head_end, crlf_end) if e >= 0]
+# Field names of RFC 5322 §3.6, RFC 2045, RFC 3834 and the common extensions: a line that starts with one
+# after a broken line shows the header block goes on. Literals and one bounded class that excludes the
+# colon and blanks after it: linear.
+_KNOWN_HEADER = re.compile(
+    rb"(?i:from|sender|reply-to|to|cc|bcc|subject|date|message-id|in-reply-to|references|mime-version|"
+    rb"return-path|received|delivered-to|auto-submitted|precedence|importance|priority|organization|"
+    rb"user-agent|thread-topic|thread-index|dkim-signature|authentication-results|received-spf|"
+    rb"disposition-notification-to|(?:content|list|x|arc|resent|accept)-[\x21-\x39\x3b-\x7e]{1,100})[ \t]{0,8}:"
+)
+
+
+def _repair_header_block(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """The header section as RFC 5322 §2.1 bounds it — up to the first empty line — made readable for the
+    stdlib, which ends it at the first line that is not a well-formed header; and what was repaired.
+
+    - A header whose name holds a space or a tab (`X-Script/function/\t !"#…: TEST`): the blanks become
+      `_`, or the Content-Type and Content-Transfer-Encoding after it became body text.
+    - A line without a name and without leading blanks (a long vendor header folded without them): it is
+      joined to the header above as a continuation (RFC 5322 §2.2.3), or Subject, From and every other
+      header after it became body text and the mail was from nobody. Only lines before the last known
+      header name are joined; a line after it is where a body without the empty line begins, and is left
+      to the parser's own tolerance.
+    One pass over the lines, and one back from the end while looking for the last known header."""
+    ends = [e for e in (raw.find(b"\n\n"), raw.find(b"\r\n\r\n")) if e >= 0]
     if not ends:
-        return raw
+        return raw, ()
     end = min(ends)
     lines = raw[:end].split(b"\n")
-    bad = []
+    bad: list[int] = []
+    stray: list[int] = []
     for i, line in enumerate(lines):
         text = line.rstrip(b"\r")
         if _HEADER_LINE.match(text):
             continue
-        if not _BAD_NAME.match(text):
-            return raw  # body text without the empty line: leave that to the parser's own tolerance
-        bad.append(i)
-    if not bad:
-        return raw
-    for i in bad:
+        (bad if _BAD_NAME.match(text) else stray).append(i)
+    if not bad and not stray:
+        return raw, ()
+    last = -1  # the last line that starts a known header: the header block surely reaches that far
+    if stray:
+        last = next((i for i in range(len(lines) - 1, stray[0], -1) if _KNOWN_HEADER.match(lines[i])), -1)
+    body_from = next((i for i in stray if i > last), len(lines))
+    joined = [i for i in stray if 0 < i < last]
+    for i in joined:
+        lines[i] = b" " + lines[i]
+    renamed = [i for i in bad if i < body_from]
+    for i in renamed:
         m = _BAD_NAME.match(lines[i])
         assert m is not None
         lines[i] = re.sub(rb"[ \t]", b"_", m.group(1)) + lines[i][m.end(1) :]
-    return b"\n".join(lines) + raw[end:]
+    if not joined and not renamed:
+        return raw, ()
+    notes = []
+    if joined:
+        notes.append(f"header block repaired: {len(joined)} line(s) without a field name or leading blank "
+                     "joined to the header above (RFC 5322 §2.2.3), so the headers after them are kept")
+    if renamed:
+        notes.append(f"header block repaired: {len(renamed)} field name(s) holding blanks")
+    return b"\n".join(lines) + raw[end:], tuple(notes)
+
+
+MAX_STRAY_LINES = 3  # lines a forwarder may write before the headers (`---- Original email message ----`)
+_BLANK_LINES = re.compile(rb"[\r\n]*")
+
+
+def _skip_stray_lines(raw: bytes) -> tuple[bytes, tuple[str, ...]]:
+    """A message that starts with a few lines that are not headers, then a known header: the headers, as
+    the mbox `From ` line is skipped; and a note of what was skipped. Anything else is left as it is."""
+    if _HEADER_LINE.match(raw) or _BAD_NAME.match(raw):  # a header, or one _repair_header_block renames
+        return raw, ()
+    pos = 0
+    for _ in range(MAX_STRAY_LINES):
+        nl = raw.find(b"\n", pos, pos + 1000)  # RFC 5322 §2.1.1: a line is at most 998 characters
+        if nl < 0:
+            return raw, ()
+        match = _BLANK_LINES.match(raw, nl + 1)
+        pos = match.end() if match else nl + 1
+        if _KNOWN_HEADER.match(raw, pos):
+            skipped = raw[:pos].decode("utf-8", "replace").strip()
+            return raw[pos:], (f"{len(skipped.splitlines())} line(s) before the headers skipped: "
+                               f"{_CONTROL.sub(' ', skipped)[:100]!r}",)
+    return raw, ()
 
 
 def parse(raw: bytes) -> InboundMail | ParseFailure:
@@ -533,20 +859,38 @@ def parse(raw: bytes) -> InboundMail | ParseFailure:
     raw = raw.lstrip(b"\r\n")
     if raw.startswith(b"From "):
         raw = raw.split(b"\n", 1)[1] if b"\n" in raw else b""
-    raw = _repair_header_names(raw)
+    raw, skipped = _skip_stray_lines(raw)
+    raw, repaired = _repair_header_block(raw)
     try:
         parsed = _MailParser.from_bytes(raw)
+    except TooManyParts as e:
+        return ParseFailure(str(e))
     except Exception as e:  # mail-parser raises a zoo of exception types on broken input
         return ParseFailure(f"mail-parser could not read the message: {type(e).__name__}: {e}"[:300])
     try:
-        return _build(parsed, raw)
+        return _build(parsed, raw, (*skipped, *repaired))
     except RecursionError:
         return ParseFailure("MIME structure nested too deeply to read")
     except Exception as e:  # last line of defence: quarantine with a reason, never crash the service
         return ParseFailure(f"unreadable message: {type(e).__name__}: {e}"[:300])
 
 
-def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFailure:
+def _missing_headers(heads: _Headers, from_boxes: list[tuple[str, str | None]], from_addr: str) -> list[str]:
+    """From and Subject that a mail lacks or that name nobody, in words: never lost silently."""
+    problems = []
+    if "From" not in heads:
+        author = "the author is taken from Sender" if from_addr else "the mail is from nobody"
+        problems.append(f"no From header: {author}")
+    elif not from_addr:
+        problems.append(f"From names no readable address ({len(from_boxes)} mailbox(es))")
+    if "Subject" not in heads:
+        problems.append("no Subject header")
+    return problems
+
+
+def _build(
+    parsed: mailparser.MailParser, raw: bytes, repairs: tuple[str, ...] = ()
+) -> InboundMail | ParseFailure:
     msg: Message = parsed.message
     if not msg.keys():
         return ParseFailure("no mail headers found")
@@ -578,7 +922,7 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         message_id=message_id,
         subject=redact(subject),  # people paste passwords into subjects too; the case keeps what it shows
         from_addr=from_addr,
-        from_name=from_name,
+        from_name=redact(from_name),  # a display name is text the sender chose: it can hold anything
         to=tuple(a for _, a in _addresses(heads, "To", hint=hint)),
         cc=tuple(a for _, a in _addresses(heads, "Cc", hint=hint)),
         date=_date(heads),
@@ -589,7 +933,7 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         flags=flags,
         flag_reasons=reasons,
         return_path=None if return_path is None else decode_header_value(return_path),
-        bounced_subject=bounced_subject,
+        bounced_subject=redact(bounced_subject),
         bounced_message_ids=bounced_ids,
         bounced_recipients=bounced_rcpts,
         # RFC 8601 has no encoded words: unfolded, never decoded (mailbot.authres reads the grammar).
@@ -599,4 +943,5 @@ def _build(parsed: mailparser.MailParser, raw: bytes) -> InboundMail | ParseFail
         message_id_synthesized=synthesized,
         from_count=len(from_boxes),
         is_dsn=is_dsn,
+        header_problems=(*repairs, *_missing_headers(heads, from_boxes, from_addr), *_address_problems(heads)),
     )

@@ -16,6 +16,7 @@ from mailbot.cases import last_request, reaches_customer
 from mailbot.compose import make_message_id
 from mailbot.decide import SendMail
 from mailbot.models import Case, EntryKind, OutboundMail
+from mailbot.text import local_time, one_line
 
 TEMPLATE_NAMES = ("reminder", "reminder2", "closure", "receipt", "notice")
 LANGUAGES = ("zh-CN", "en")
@@ -51,15 +52,6 @@ class Identity:
         return self.address.rpartition("@")[2]
 
 
-def _local(d: datetime, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return d.astimezone(zone).strftime(fmt)
-
-
-def _one_line(text: str, limit: int = 120) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 _GREETINGS = ("您好", "你好")
 _SIGN_OFFS = ("best", "regards", "kind regards", "thanks", "thank you", "谢谢", "祝好", "此致")
 
@@ -88,7 +80,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
     engineer = case.engineers[0] if case.engineers else ""
     receipt = send.receipt
     closure = send.closure or case.closure
-    zone = ZoneInfo(case.timezone) if case.timezone else me.zone  # dates as the customer reads them
+    zone = case.zone(me.zone)  # dates as the customer reads them
     request = last_request(case)
     quote, truncated = quote_lines(request, case.name_of(engineer))
     return {
@@ -102,7 +94,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
             engineers=list(case.engineers),
             tracking_tokens=list(case.tracking_tokens),
             reminders_sent=case.reminders_sent,
-            opened=_local(case.opened, zone),
+            opened=local_time(case.opened, zone),
         ),
         "customer_name": case.name_of(first_customer),
         "engineer_name": case.name_of(engineer),
@@ -123,8 +115,8 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
         ),
         "timeline": [
             SimpleNamespace(
-                date=_local(e.date, zone), role=e.role.value, kind=e.kind.value,
-                direction=e.direction, sender=e.from_addr, text=_one_line(e.text),
+                date=local_time(e.date, zone), role=e.role.value, kind=e.kind.value,
+                direction=e.direction, sender=e.from_addr, text=one_line(e.text, 120),
             )
             # Only what the customers already received: no internal note, command, receipt, outsider's mail,
             # auto-reply or bounce may reach them through a closure (cases.reaches_customer decides).
@@ -138,7 +130,7 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
             details=list(receipt.details) if receipt else [],
             kind=receipt.kind if receipt else "",
         ),
-        "now": _local(now, zone, "%Y-%m-%d"),
+        "now": local_time(now, zone, "%Y-%m-%d"),
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
@@ -47,7 +47,6 @@ from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
-from mailbot.parse import parse
 from mailbot.parsers import InlineParser, Parser, parse_fetched
 from mailbot.redact import redact
 from mailbot.render import Identity, TemplateProblem, environment, outbound
@@ -81,18 +80,9 @@ class CycleReport:
     sent: int = 0
     failed: int = 0
     deferred: int = 0
-    events: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "events"}
-
-
-def make_calendar(settings: Settings, overrides: tuple[frozenset, frozenset] = (frozenset(), frozenset())) -> BusinessCalendar:
-    f = settings.followup
-    return BusinessCalendar(
-        zone=settings.bot.zone, opening=f.working_hours[0], closing=f.working_hours[1],
-        region=f.holidays, extra_holidays=overrides[0], extra_workdays=overrides[1],
-    )
+        return asdict(self)
 
 
 def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
@@ -203,12 +193,8 @@ class Service:
     def _record_quarantine(self, fetched: FetchedMail, reason: str, now: datetime) -> None:
         reason = redact(reason)  # an error message can quote the mail it choked on
         self.store.add_quarantined({"ref": fetched.ref, "reason": reason, "at": now.isoformat(),
-                                    "size": len(fetched.raw)})
+                                    "size": fetched.length})  # an oversized mail is unread: raw is empty
         self._event(None, f"quarantined {fetched.ref}: {reason}")
-
-    def handle(self, fetched: FetchedMail, now: datetime, report: CycleReport) -> str:
-        """One mail through parse → match → apply → decide; returns "processed" or "quarantine:<reason>"."""
-        return self.handle_parsed(fetched, parse(fetched.raw), now, report)
 
     def handle_parsed(self, fetched: FetchedMail, mail: InboundMail | ParseFailure, now: datetime,
                       report: CycleReport) -> str:
@@ -349,9 +335,7 @@ class Service:
         limit = self.settings.followup.max_out_of_office_days
         capped = back > sent + timedelta(days=limit)
         cal = calendar_for(case, self.policy)
-        opening = datetime.combine(cal.next_workday(min(back, sent + timedelta(days=limit))), time(0, 0),
-                                   tzinfo=cal.zone)
-        until = cal.into_working_hours(opening)
+        until = cal.first_opening(cal.next_workday(min(back, sent + timedelta(days=limit))))
         if case.snoozed_until is not None and case.snoozed_until >= until:
             return case, []  # an engineer's own hold (`#snooze`) is longer: it stands
         local = f"{until.astimezone(cal.zone):%Y-%m-%d %H:%M}"
@@ -460,7 +444,7 @@ class Service:
         cap = self.settings.smtp.max_per_recipient_per_day
         day = now.astimezone(cal.zone).date()
         for _ in range(60):  # bounded: a cap of 1 and a held mail a day for two months is not a real case
-            release = cal.into_working_hours(datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=cal.zone))
+            release = cal.first_opening(day + timedelta(days=1))
             day = release.astimezone(cal.zone).date()
             bot_day = release.astimezone(self.settings.bot.zone).date()
             if all(self._sent_on(address, bot_day) < cap for address in send.to):
@@ -695,6 +679,12 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
                 "lands": f"quarantine: {mail.reason}"}
     s = service_like
     role = sender_role(mail, s.settings.engineers, s.settings.bot.address)
+    # As in `apply`: a mail that claims an engineer and fails our server's verdict is an outsider's.
+    authentication = None
+    if role == Role.ENGINEER and s.policy.trusted_authserv_ids:
+        authentication = authentication_failed(mail, s.policy.trusted_authserv_ids) or "pass"
+        if authentication != "pass":
+            role = Role.OTHER
     found = match(mail, s.settings.cases.patterns, s.settings.cases.tracking_token, s.index)
     commands = find_commands(mail.new_text)
     # The same decisions `apply` takes, in words (with the store as it is now).
@@ -715,12 +705,16 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
         "subject": mail.subject,
         "from": mail.from_addr,
         "from_name": mail.from_name,
+        "from_count": mail.from_count,
+        "authentication": authentication,  # None: not checked (not an engineer, or no trusted server set)
+        "is_dsn": mail.is_dsn,
         "to": list(mail.to),
         "cc": list(mail.cc),
         "date": mail.date.isoformat() if mail.date else None,
         "role": role.value,
         "flags": sorted(f.value for f in mail.flags),
         "flag_reasons": list(mail.flag_reasons),
+        "header_problems": list(mail.header_problems),  # repaired or missing headers (no From, no Subject)
         "case_key": found.key,
         "matched_by": found.rule.value if found.rule else None,
         "matched_text": found.detail,

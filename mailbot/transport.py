@@ -22,6 +22,7 @@ from typing import Protocol
 
 from mailbot.config import SmtpSettings
 from mailbot.storage import atomic_write_bytes, sync_directories, sync_files
+from mailbot.text import one_line
 
 log = logging.getLogger("mailbot")
 
@@ -73,12 +74,6 @@ class Transport(Protocol):
         """Make every mail `send` took since the last call durable. The service calls it before it marks
         those mails sent; raises TemporaryFailure when it cannot (they then count as not sent)."""
         ...
-
-
-def _one_line(text: str | bytes) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return " ".join(text.split())
 
 
 # --- outbox directory: the default and the demo; a human or another tool picks the files up.
@@ -172,7 +167,7 @@ _AUTH_CODES = frozenset({530, 534, 535, 538})
 
 
 def _reply(code: int, text: str | bytes) -> str:
-    return f"{code} {_one_line(text)}".strip()
+    return f"{code} {one_line(text)}".strip()
 
 
 class SmtpTransport:
@@ -302,7 +297,7 @@ class SmtpTransport:
                 self._note_accepted(message_id)
             _close(smtp)
         # Partial refusal: the others have it; reporting the refused ones is the caller's business.
-        return {addr: (code, _one_line(text)) for addr, (code, text) in {**unsendable, **refused}.items()}
+        return {addr: (code, one_line(text)) for addr, (code, text) in {**unsendable, **refused}.items()}
 
     def _mail_refused(self, what: str, code: int, text: str | bytes) -> TransportError:
         reply = _reply(code, text)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mailbot.cases import reaches_customer
 from mailbot.models import Case, CaseStatus
+from mailbot.text import local_time
 
 _URGENCY = {
     CaseStatus.WAITING_ENGINEER: 0, CaseStatus.OPEN: 1, CaseStatus.WAITING_CUSTOMER: 2,
@@ -25,7 +26,7 @@ def console() -> Console:
 
 
 def _local(d: datetime | None, zone: ZoneInfo) -> str:
-    return "-" if d is None else d.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    return "-" if d is None else local_time(d, zone)
 
 
 def case_json(case: Case, zone: ZoneInfo) -> dict[str, Any]:
@@ -151,6 +152,8 @@ def print_explain(d: dict[str, Any]) -> None:
     ]
     for reason in d["flag_reasons"]:
         lines.append(("  because", reason))
+    for problem in d.get("header_problems", []):  # a mail without From or Subject is never read silently
+        lines.append(("headers", problem))
     if d["case_key"]:
         lines.append(("case", f"{d['case_key']} — matched by {d['matched_by']} ({d['matched_text']})"))
         lines.append(("title", d["title"] or "-"))

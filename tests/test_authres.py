@@ -204,20 +204,34 @@ def test_without_a_trusted_server_nothing_is_checked() -> None:
 # --- hostile input: linear time, never an exception ---------------------------------------------------
 
 
-@pytest.mark.parametrize("header", [
-    f"{MX}; dkim=pass " + "(" * 15_000,
-    f"{MX}; dkim=pass " + "(" * 5_000 + ")" * 5_000,
-    f"{MX}; " + "dkim=pass header.d=x; " * 700,
-    f'{MX}; dkim=pass header.d="' + "\\" * 15_000,
-    f"{MX}; dkim=pass header.d=" + "a" * 15_000,
-    f"{MX}; " + "a" * 15_000,
-    f"{MX}" + " ;" * 7_000,
-    f"{MX}; dkim=pass " + "x.y=" * 3_500,
-])
-def test_long_hostile_headers_are_read_in_linear_time(header: str) -> None:
-    start = time.perf_counter()
-    verdict([header] * 5, TRUSTED, FROM)
-    assert time.perf_counter() - start < 0.5
+# Each shape as a function of n; read at n and 4n, the time may grow about 4× (linear), never 16×.
+HOSTILE_HEADERS = {
+    "unclosed comments": lambda n: f"{MX}; dkim=pass " + "(" * n,
+    "nested comments": lambda n: f"{MX}; dkim=pass " + "(" * (n // 2) + ")" * (n // 2),
+    "many results": lambda n: f"{MX}; " + "dkim=pass header.d=x; " * (n // 21),
+    "unclosed quote of backslashes": lambda n: f'{MX}; dkim=pass header.d="' + "\\" * n,
+    "one long value": lambda n: f"{MX}; dkim=pass header.d=" + "a" * n,
+    "one long word": lambda n: f"{MX}; " + "a" * n,
+    "empty results": lambda n: f"{MX}" + " ;" * (n // 2),
+    "properties without values": lambda n: f"{MX}; dkim=pass " + "x.y=" * (n // 4),
+}
+
+
+def _best_of_3(header: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        verdict([header] * 5, TRUSTED, FROM)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("shape", HOSTILE_HEADERS)
+def test_long_hostile_headers_are_read_in_linear_time(shape: str) -> None:
+    # A scaling check, not a time limit: sizes big enough to measure, a ratio far below quadratic's 16.
+    make = HOSTILE_HEADERS[shape]
+    small, big = _best_of_3(make(15_000)), _best_of_3(make(60_000))
+    assert big / max(small, 1e-4) < 8, (shape, small, big)
 
 
 def test_random_headers_never_raise() -> None:

@@ -130,17 +130,6 @@ def test_html_alternative() -> None:
     assert content(parts[1]) == "<p>Hello <b>你好</b></p>\n"
 
 
-def test_extra_headers_are_added() -> None:
-    msg = parse(to_bytes(make_mail(extra_headers=(("X-Mailbot-Case", "CAS-01234-ABCDEF"),)), NOW))
-    assert msg["X-Mailbot-Case"] == "CAS-01234-ABCDEF"
-
-
-@pytest.mark.parametrize("name", ["Subject", "bcc", "Message-ID", "Bad Name", "X-Colon:"])
-def test_extra_headers_cannot_override_or_be_malformed(name: str) -> None:
-    with pytest.raises(ValueError):
-        to_bytes(make_mail(extra_headers=((name, "x"),)), NOW)
-
-
 def _header_names(raw: bytes) -> list[str]:
     head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
     return [m.group(1).lower() for m in re.finditer(r"^([^\s:]+):", head, re.MULTILINE)]
@@ -156,16 +145,13 @@ def test_header_injection_through_subject_is_neutralised(crlf: str) -> None:
     assert msg["Subject"] == "Hello Bcc: evil@x"
 
 
-def test_header_injection_through_names_and_extra_headers() -> None:
-    mail = make_mail(
-        from_name="Bot\r\nBcc: evil@x",
-        extra_headers=(("X-Note", "fine\r\nBcc: evil@y"),),
-    )
+def test_header_injection_through_names() -> None:
+    mail = make_mail(from_name="Bot\r\nBcc: evil@x", action_id="reminder:CAS-1:1\r\nBcc: evil@y")
     raw = to_bytes(mail, NOW)
     assert "bcc" not in _header_names(raw)
     msg = parse(raw)
     assert "Bcc" not in msg
-    assert msg["X-Note"] == "fine Bcc: evil@y"
+    assert msg["X-Mailbot-Action"] == "reminder:CAS-1:1 Bcc: evil@y"
 
 
 def test_message_id_is_deterministic_per_action() -> None:
@@ -251,11 +237,11 @@ def test_an_id_of_the_longest_kept_length_threads() -> None:
                                   "\x7f", "\x1b"])
 def test_control_characters_never_reach_a_header(ctrl: str) -> None:
     mail = make_mail(subject=f"Hello{ctrl}Bcc: evil@x", from_name=f"Bot{ctrl}Bcc: evil@y",
-                     extra_headers=(("X-Note", f"fine{ctrl}Bcc: evil@z"),))
+                     action_id=f"fine{ctrl}Bcc: evil@z")
     raw = to_bytes(mail, NOW)
     assert "bcc" not in _header_names(raw)
     msg = parse(raw)
-    for name in ("Subject", "From", "X-Note"):
+    for name in ("Subject", "From", "X-Mailbot-Action"):
         value = str(msg[name])
         assert ctrl not in value and "Bcc: evil@" in value, (name, value)
 
@@ -322,7 +308,6 @@ def test_hostile_values_in_every_field_give_short_lines_and_honest_recipients() 
                      for _ in range(rng.randint(1, 3))),
             cc=tuple(text(6) for _ in range(rng.randint(0, 2))),
             in_reply_to=text(10), references=tuple(text(10) for _ in range(rng.randint(0, 5))),
-            extra_headers=(("X-Note", text(30)),),
         )
         raw = to_bytes(mail, NOW)
         lines = header_lines(raw)

@@ -19,9 +19,10 @@ from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.match import Index, match
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import parse
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
+from mailbot.wiring import make_calendar
 
 
 def corpus_dir() -> Path | None:
@@ -152,7 +153,9 @@ CHINESE = [
     ("chinese/discourse_discourse__big5.eml", "Re: [Discourse] new reply to your post in 'Crystal Blue'",
      "Walter White", "媽！我上電視了！"),
     ("chinese/bestpractical_rt__new-ticket-from-gb18030.eml", "测试", "", "测试"),
-    ("chinese/apache_spamassassin__gb2312.2.eml", "RE: 装硬碟问题", "Jason Lee (李展锋)", "假设你的硬碟是IDE介面(不是SCSI)"),
+    # `Jason Lee (=?GB2312?Q?…?=) <…>`: the parenthesised part is an RFC 5322 §3.2.2 comment, not part of
+    # the display name (issue 18; it was shown as `Jason Lee (李展锋)`).
+    ("chinese/apache_spamassassin__gb2312.2.eml", "RE: 装硬碟问题", "Jason Lee", "假设你的硬碟是IDE介面(不是SCSI)"),
 ]
 
 

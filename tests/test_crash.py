@@ -471,8 +471,9 @@ def test_a_crash_right_after_the_smtp_server_accepted_a_mail_does_not_send_it_tw
     """The window the SIGKILL test found (a duplicate when the kill came a few ms after the 250, before the
     Sent copy): the transport now notes the acceptance before QUIT, and the restart finds it there."""
     from mailbot.mailbox.maildir import MaildirMailbox, deliver
-    from mailbot.service import Service, make_calendar
+    from mailbot.service import Service
     from mailbot.transport import SmtpTransport
+    from mailbot.wiring import make_calendar
 
     settings = make_settings(bot={"language": "en"}, smtp={
         "kind": "smtp", "host": smtp.host, "port": smtp.port, "security": "none", "username": ""})
@@ -523,8 +524,11 @@ def test_sigkill_in_the_middle_of_store_commits_leaves_a_loadable_store_holding_
     rng = random.Random(seed)
     root = tmp_path / "store"
     acknowledged = held = -1
-    replays = unacknowledged = 0
-    for _ in range(30):
+    replays = unacknowledged = kills = 0
+    # At least 30 kills and 30 commits: on a loaded machine a kill can land before the worker's first commit,
+    # so kill on (at most 90 times) until the store has moved on 30 commits.
+    while kills < 30 or (held < 30 and kills < 90):
+        kills += 1
         worker = subprocess.Popen([sys.executable, str(ROOT / "tests" / "crash_worker.py"), str(root)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         assert worker.stdout is not None
@@ -545,7 +549,7 @@ def test_sigkill_in_the_middle_of_store_commits_leaves_a_loadable_store_holding_
     assert all(store.seen(mid(j, k)) is not None for j in range(held + 1) for k in range(IDS_PER_ITERATION))
     store.commit()  # a replayed journal is written and removed
     assert not (root / "journal.json").exists()
-    print(f"store crash test: 30 SIGKILLs, {held + 1} commits; {replays} kills left a journal to replay, "
+    print(f"store crash test: {kills} SIGKILLs, {held + 1} commits; {replays} kills left a journal to replay, "
           f"{unacknowledged} came between a commit and its acknowledgement")
 
 

@@ -30,10 +30,11 @@ from mailbot.mailbox.imap import ConnectionLost, ImapMailbox
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import EntryKind
 from mailbot.runner import run_forever
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.storage import StoreWriteError
 from mailbot.store import Store
 from mailbot.transport import SmtpTransport
+from mailbot.wiring import make_calendar
 
 pytest.register_assert_rewrite("tests.smtp_server")  # imported here before it is loaded as a plugin
 from tests.smtp_server import SmtpServer  # noqa: E402

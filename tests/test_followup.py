@@ -10,10 +10,11 @@ import pytest
 
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import CaseStatus
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.storage import BufferedAtomicStorage
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport, OutboxDirTransport, Refused, SmtpTransport, TemporaryFailure
+from mailbot.wiring import make_calendar
 
 pytest_plugins = ["tests.smtp_server"]
 

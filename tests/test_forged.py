@@ -154,3 +154,17 @@ def test_a_forged_mail_on_the_bounce_path_still_cannot_change_status(bot: Bot) -
     assert case.status == CaseStatus.WAITING_ENGINEER and case.next_action is None
     assert case.last_engineer_mail == at("2021-04-13T01:52+08:00")
     assert KEY in str(notices(bot, "未通过发件人验证")[0]["Subject"])
+
+
+def test_explain_says_what_apply_does_with_a_forged_and_a_genuine_engineer_mail(bot: Bot) -> None:
+    from mailbot.parse import parse
+    from mailbot.service import explain_mail
+
+    forged = explain_mail(parse(mail(ENGINEER, CUSTOMER, "#close", "2021-04-14T10:00+08:00", cc=BOT,
+                                     subject="RE: " + SUBJECT, headers=FORGED)), bot.service)
+    assert forged["role"] == "other" and forged["authentication"].startswith("dmarc failed")
+    genuine = explain_mail(parse(mail(ENGINEER, CUSTOMER, "#close", "2021-04-14T10:00+08:00", cc=BOT,
+                                      subject="RE: " + SUBJECT, headers=GENUINE)), bot.service)
+    assert genuine["role"] == "engineer" and genuine["authentication"] == "pass"
+    stranger = explain_mail(parse(mail(CUSTOMER, BOT, "hello", "2021-04-14T10:00+08:00")), bot.service)
+    assert stranger["authentication"] is None  # only a mail that claims an engineer is checked

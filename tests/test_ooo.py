@@ -11,7 +11,7 @@ from trustlife import BOT, CUSTOMER, ENGINEER, SUBJECT, Bot, at, mail, text_of
 
 from mailbot.config import from_dict
 from mailbot.ooo import return_date
-from mailbot.service import make_calendar
+from mailbot.wiring import make_calendar
 
 SENT = date(2021, 4, 13)  # the scenario's auto-reply: Tue 13 April 2021 in Shanghai
 

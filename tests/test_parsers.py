@@ -25,9 +25,10 @@ from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import parse
 from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser, make_parser, parse_in_batches
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
+from mailbot.wiring import make_calendar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

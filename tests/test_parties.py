@@ -18,10 +18,11 @@ from mailbot.config import ConfigError
 from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import CaseStatus, EntryKind, Role
 from mailbot.parse import parse
-from mailbot.service import Service, explain_mail, make_calendar
+from mailbot.service import Service, explain_mail
 from mailbot.store import Store, case_from_doc, case_to_doc
 from mailbot.transport import MemoryTransport
 from mailbot.views import case_json
+from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"
 SUBJECT = f"[案例号: {KEY} ] % 某单位终端频繁蓝屏 % 初次响应 CMIT:0001247"

@@ -20,7 +20,7 @@ import pytest
 import mailbot
 
 PURE = ["models", "parse", "quotes", "htmltext", "redact", "match", "commands", "ooo", "cases", "decide",
-        "calendar", "render", "compose", "roles", "authres"]
+        "calendar", "render", "compose", "roles", "authres", "text"]
 FORBIDDEN = ["imapclient", "smtplib", "tinydb", "apscheduler", "socket", "filelock"]
 PACKAGE = Path(mailbot.__file__).resolve().parent
 

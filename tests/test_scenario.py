@@ -11,9 +11,10 @@ import pytest
 
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import CaseStatus, EntryKind, Role
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import OutboxDirTransport
+from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"
 SECRET = "Xk93-fake-Pw77"

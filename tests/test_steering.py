@@ -13,9 +13,10 @@ import pytest
 
 from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import CaseStatus, EntryKind
-from mailbot.service import Service, make_calendar
+from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
+from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"
 SUBJECT = f"[案例号: {KEY} ] % 某单位终端频繁蓝屏 % 初次响应 CMIT:0001247"

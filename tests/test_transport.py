@@ -414,8 +414,9 @@ def test_memory_check_error() -> None:
 def case_bot(make_settings: Any, server: SmtpServer) -> Any:
     """A fresh process's view of a Maildir + SMTP bot: the store read from disk again."""
     from mailbot.mailbox.maildir import MaildirMailbox
-    from mailbot.service import Service, make_calendar
+    from mailbot.service import Service
     from mailbot.store import Store
+    from mailbot.wiring import make_calendar
 
     settings = make_settings(bot={"language": "en"},
                              smtp={"kind": "smtp", "host": server.host, "port": server.port, "security": "none",
