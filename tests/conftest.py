@@ -48,3 +48,22 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return from_dict(raw, tmp_path)
 
     return build
+
+
+# The smallest config.toml the CLI runs on: the embedded default (a Maildir in, the outbox folder out).
+CONFIG = """
+[bot]
+address = "casebot@support.example"
+state_dir = "state"
+[engineers]
+domains = ["support.example"]
+[mailbox]
+path = "maildir"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path

@@ -13,25 +13,11 @@ import pytest
 
 from mailbot.cli import main
 from mailbot.mailbox.maildir import deliver
+from tests.conftest import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG = """
-[bot]
-address = "casebot@support.example"
-state_dir = "state"
-[engineers]
-domains = ["support.example"]
-[mailbox]
-path = "maildir"
-"""
 
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

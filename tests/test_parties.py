@@ -5,72 +5,28 @@ from __future__ import annotations
 
 import email
 import json
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import default
-from email.utils import format_datetime, make_msgid
 
 import pytest
+import trustlife
+from trustlife import BOT, CUSTOMER, ENGINEER, KEY, SUBJECT, mail
 
 from mailbot.cases import reaches_customer
 from mailbot.commands import find_commands
 from mailbot.config import ConfigError
-from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import CaseStatus, EntryKind, Role
 from mailbot.parse import parse
-from mailbot.service import Service, explain_mail
-from mailbot.store import Store, case_from_doc, case_to_doc
-from mailbot.transport import MemoryTransport
+from mailbot.service import explain_mail
+from mailbot.store import case_from_doc, case_to_doc
 from mailbot.views import case_json
 from mailbot.wiring import make_calendar
 
-KEY = "CAS-04027-B7D2Z5"
-SUBJECT = f"[案例号: {KEY} ] % 某单位终端频繁蓝屏 % 初次响应 CMIT:0001247"
-ENGINEER = "liqi@support.example"
 COLLEAGUE = "wang@support.example"
-CUSTOMER = "yang@customer.example"
 STRANGER = "mallory@elsewhere.example"
-BOT = "casebot@support.example"
 REQUEST = "请上传 C:\\Windows\\Minidump 下的 dmp 文件。"
 
 
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def mail(sender: str, to: str, body: str, when: str, subject: str = SUBJECT, cc: str | None = None) -> bytes:
-    msg = EmailMessage(policy=default)
-    msg["From"] = sender
-    msg["To"] = to
-    if cc:
-        msg["Cc"] = cc
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(at(when))
-    msg["Message-ID"] = make_msgid(domain=sender.split("@")[1])
-    msg.set_content(body)
-    return msg.as_bytes()
-
-
-class Bot:
-    def __init__(self, settings) -> None:
-        self.box = MemoryMailbox()
-        self.smtp = MemoryTransport()
-        self.store = Store(None)
-        self.service = Service(settings, self.store, self.box, self.smtp, make_calendar(settings))
-
-    def receive(self, raw: bytes, when: str):
-        self.box.deliver(raw)
-        return self.service.run_once(at(when))
-
-    def run(self, when: str):
-        return self.service.run_once(at(when))
-
-    def case(self, key: str = KEY):
-        return self.store.get_case(key)
-
-    def sent(self, to: str | None = None) -> list[email.message.EmailMessage]:
-        out = [email.message_from_bytes(m.raw, policy=default) for m in self.smtp.sent]
-        return [m for m in out if to is None or to in str(m["To"])]
+class Bot(trustlife.Bot):
+    """The trust tests' bot, and an engineer who steers it by mail."""
 
     def command(self, text: str, when: str) -> str:
         """An engineer's command to the bot; returns the text of the receipt it got."""
@@ -114,7 +70,7 @@ def test_a_reply_with_202_cc_adds_nobody_and_the_reminders_go_to_the_customer_al
     assert case.customers == (CUSTOMER,)
     assert case.outsiders == ("user7@crowd.example",)
     assert case.status == CaseStatus.WAITING_CUSTOMER  # an outsider's mail is not the customer's answer
-    bot.run("2021-04-19T10:00+08:00")
+    bot.tick("2021-04-19T10:00+08:00")
     [reminder] = [m for m in bot.sent() if CUSTOMER in str(m["To"])]
     assert everyone(reminder) == {CUSTOMER, ENGINEER}
     assert not any("crowd.example" in str(m["To"]) + str(m["Cc"] or "") for m in bot.sent())
@@ -138,7 +94,7 @@ def test_a_guessed_crm_token_is_recorded_but_is_no_reply_and_the_engineers_hear_
     assert f"#add {STRANGER}, to include them" in text  # the English beside the Chinese
     assert bot.sent(STRANGER) == []
     # The reminder is for the customer only.
-    bot.run("2021-04-16T09:00+08:00")
+    bot.tick("2021-04-16T09:00+08:00")
     assert [everyone(m) for m in bot.sent() if "Auto-Submitted" in m and m["To"] != ENGINEER] == [
         {CUSTOMER, ENGINEER}]
 
@@ -160,7 +116,7 @@ def test_an_outsider_cannot_squat_an_unused_key(make_settings) -> None:
     raw = mail(STRANGER, BOT, "hello", "2021-04-12T09:00+08:00", subject=squat)
     assert "only an engineer's mail opens a case" in explain_mail(parse(raw), b.service)["lands"]
     b.receive(raw, "2021-04-12T09:00+08:00")
-    assert b.case() is None and b.sent() == []
+    assert b.store.get_case(KEY) is None and b.sent() == []
     [record] = b.store.unmatched()
     assert record["from"] == STRANGER and "only an engineer's mail opens a case" in record["reason"]
     # The engineer's own first mail opens it, with the engineer's title.
@@ -195,9 +151,9 @@ def test_an_internal_note_never_reaches_the_customer(bot: Bot) -> None:
     assert shown["outsiders"] == [STRANGER]
     json.dumps(shown)  # the shape stays JSON
     # The reminder quotes the request Yang received, not the note; the closure lists neither note nor stranger.
-    bot.run("2021-04-16T09:00+08:00")
-    bot.run("2021-04-21T09:00+08:00")
-    bot.run("2021-04-23T09:00+08:00")
+    bot.tick("2021-04-16T09:00+08:00")
+    bot.tick("2021-04-21T09:00+08:00")
+    bot.tick("2021-04-23T09:00+08:00")
     to_customer = bot.sent(CUSTOMER)
     assert [m["Subject"].startswith("回复") for m in to_customer] == [True, True, True]
     assert bot.case().status == CaseStatus.CLOSED
@@ -247,7 +203,7 @@ def test_the_recipient_cap_keeps_the_latest_to_and_refuses_add_beyond_it(make_se
     case = b.case()
     assert case.customers == (CUSTOMER, a, c, d)  # all four were written to: all are parties
     assert any(n.endswith(f"leave out {c}, {d}") for n in case.notes)
-    b.run("2021-04-16T09:00+08:00")
+    b.tick("2021-04-16T09:00+08:00")
     [reminder] = [m for m in b.sent() if m["Cc"]]
     assert everyone(reminder) == {CUSTOMER, a, ENGINEER}
     # Li Qi's next mail is To d: d moves to the front, the cut follows the engineers' most recent To.

@@ -17,25 +17,6 @@ from mailbot.cli import main
 from mailbot.mailbox.maildir import deliver
 from tests.test_crash import START, engineer_mail, key
 
-CONFIG = """
-[bot]
-address = "casebot@support.example"
-state_dir = "state"
-[engineers]
-domains = ["support.example"]
-[mailbox]
-path = "maildir"
-[smtp]
-kind = "outbox"
-"""
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return path
-
 
 @pytest.fixture
 def open_umask() -> Iterator[None]:

@@ -12,18 +12,10 @@ from email.policy import SMTP, default
 from pathlib import Path
 
 from mailbot.mailbox.maildir import deliver
+from tests.conftest import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "CAS-04027-B7D2Z5"
-CONFIG = """
-[bot]
-address = "casebot@support.example"
-state_dir = "state"
-[engineers]
-domains = ["support.example"]
-[mailbox]
-path = "maildir"
-"""
 SUBJECT = f"[案例号: {KEY} ] % 远程环境 % 初次响应 CMIT:0001247"
 
 PLAIN_SECRETS = {
