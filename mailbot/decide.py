@@ -232,13 +232,21 @@ def note_cap(case: Case, policy: Policy, now: datetime) -> Case:
     return case.with_(notes=(*case.notes, f"{now.isoformat()} {note}"))
 
 
+def shown_address(address: str) -> str:
+    """An address as a notice shows it: anything beyond printable ASCII as a `\\uXXXX` escape, so that
+    `yang@cust\\u043emer.example` (Cyrillic о) or an address ending in a zero-width space never reads
+    as the customer's or an engineer's own address (an engineer must not `#add` a look-alike)."""
+    return "".join(c if " " < c < "\x7f" else f"\\u{ord(c):04x}" for c in address)
+
+
 def outsider_notice(case: Case, address: str, subject: str) -> SendMail | None:
     """ONE notice to the case's engineers when someone who is not a party writes into the case (by its
     key, its thread or its CRM token): they get nothing from the bot until an engineer includes them.
     The action id names the address, so a second mail from them sends nothing new."""
     if not case.engineers or not address:
         return None
-    why = f"{address} wrote into the case; write to them, or #add {address}, to include them"
+    shown = shown_address(address)
+    why = f"{shown} wrote into the case; write to them, or #add {shown}, to include them"
     return SendMail(
         action_id=f"{case.key}/outsider/{address}", case_key=case.key, kind=EntryKind.RECEIPT,
         template="notice", to=case.engineers,
@@ -246,6 +254,42 @@ def outsider_notice(case: Case, address: str, subject: str) -> SendMail | None:
         receipt=Receipt("", False, localize(why, False, case.effective_language), (defang(subject[:200]),),
                         kind="outsider"),
     )
+
+
+# Notices about strangers (someone new wrote in, a refused command, a forged engineer mail) are one per
+# sender, but senders are free: 202 addresses made 202 notices. Per case and local day at most this many,
+# then one summary; the rest is on the case's timeline, outsiders list and notes.
+STRANGER_NOTICES_PER_DAY = 5
+_STRANGER_KINDS = ("outsider", "refused", "forged")
+
+
+def bound_stranger_notices(case: Case, sends: list[SendMail], known: set[str], now: datetime,
+                           policy: Policy) -> tuple[Case, list[SendMail]]:
+    """Keep at most STRANGER_NOTICES_PER_DAY new notices about strangers per case and day, then one
+    summary; the notes of the case count them (`known`: action ids the outbox already holds — a notice
+    sent before is not a new one)."""
+    day = now.astimezone(calendar_for(case, policy).zone).date().isoformat()
+    mark = f"notice to the engineers ({day}):"
+    count = sum(1 for n in case.notes if mark in n)
+    kept: list[SendMail] = []
+    for send in sends:
+        r = send.receipt
+        if r is None or r.kind not in _STRANGER_KINDS or send.action_id in known:
+            kept.append(send)
+            continue
+        if count < STRANGER_NOTICES_PER_DAY:
+            kept.append(send)
+        elif count == STRANGER_NOTICES_PER_DAY:
+            why = (f"more than {STRANGER_NOTICES_PER_DAY} people who are not customers wrote into the case "
+                   f"today; no more notices about them today: see the case's timeline (mailbot case {case.key})")
+            kept.append(replace(send, action_id=f"{case.key}/strangers/{day}", in_reply_to=None,
+                                receipt=Receipt("", False, localize(why, False, case.effective_language), (),
+                                                kind="outsider")))
+        else:
+            continue
+        count += 1
+        case = case.with_(notes=(*case.notes, f"{now.isoformat()} {mark} no. {count}"))
+    return case, kept
 
 
 def due_now(case: Case, now: datetime, policy: Policy) -> list[SendMail]:
@@ -374,7 +418,8 @@ def sender_notice(case: Case, mail: InboundMail, reason: str, kind: str, now: da
     return SendMail(
         action_id=f"{case.key}/{kind}/{sender}/{day}", case_key=case.key, kind=EntryKind.RECEIPT,
         template="notice", to=case.engineers, in_reply_to=mail.message_id,
-        receipt=Receipt("", False, localize(reason, False, case.effective_language),
+        receipt=Receipt("", False, localize(reason.replace(mail.from_addr, shown_address(mail.from_addr))
+                                            if mail.from_addr else reason, False, case.effective_language),
                         quote_inert(mail.new_text), kind=kind),
     )
 
@@ -428,6 +473,8 @@ _ZH = [(re.compile(p), r) for p, r in (
      r"to (\S+ \S+)$", r"客户自动回复称 \1 返回：提醒暂停至 \2；下一封提醒从 \3 推迟到 \4"),
     (r"^(\S+) wrote into the case; write to them, or #add (\S+), to include them$",
      r"\1 给本案例来信，但不是本案例的客户，收不到案例的任何邮件。如需包括此人，请直接给其写信，或发送 #添加 \2"),
+    (r"^more than (\d+) people who are not customers wrote into the case today; .*\(mailbot case (\S+)\)$",
+     r"今天已有超过 \1 位非本案例客户的人来信；今天不再逐一通知，详见案例时间线（mailbot case \2）"),
     (r"^(.+) added to the customers$", r"已将 \1 加入本案例的客户"),
     (r"^(.+) already a customer of the case$", r"\1 已经是本案例的客户"),
     (r"^(.+) removed from the customers$", r"已将 \1 从本案例的客户中移除"),

@@ -32,6 +32,7 @@ from mailbot.decide import (
     SendMail,
     apply_commands,
     authentication_failed,
+    bound_stranger_notices,
     calendar_for,
     due_now,
     held_message,
@@ -263,6 +264,9 @@ class Service:
             # the engineers hear of it once; the writer gets nothing until an engineer includes them.
             self._event(case.key, f"{mail.from_addr} wrote in and is not a party: recorded only")
             sends.extend(n for n in [outsider_notice(case, mail.from_addr, mail.subject)] if n is not None)
+        # Senders are free: notices about strangers are bounded per case and day, then one summary.
+        known = {s.action_id for s in sends if self.store.outbox_entry(s.action_id) is not None}
+        case, sends = bound_stranger_notices(case, sends, known, now, self.policy)
         case = note_cap(case, self.policy, now)
         if (kind == EntryKind.AUTO_REPLY and role == Role.CUSTOMER and is_party(case, mail.from_addr)
                 and case.status == CaseStatus.WAITING_CUSTOMER):
@@ -387,6 +391,12 @@ class Service:
         if not any((seen := self.store.seen(mid)) and seen.get("place") == "out" and seen.get("case") == case.key
                    for mid in returned):
             return (), "not about a mail this bot sent for the case"
+        # Only a reminder or closure went to the customers: a report about a receipt or a notice (mail to
+        # the engineers) proves nothing about a customer's address.
+        to_customers = {e.message_id for e in case.timeline
+                        if e.direction == "out" and e.kind in (EntryKind.REMINDER, EntryKind.CLOSURE)}
+        if not to_customers.intersection(returned):
+            return (), "about a mail the bot sent to the engineers, not to the customers"
         customers = {c.lower() for c in case.customers}
         failed = tuple(a for a in mail.bounced_recipients if a.lower() in customers)
         return failed, "" if failed else "names none of the case's customers"
