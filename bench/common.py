@@ -134,8 +134,7 @@ def fill_store(store: Store, cases: Iterable[tuple[Case, list[str]]], chunk_shar
     time, so that each shard file is written once. Returns the number of cases."""
     groups: dict[int, list[tuple[Case, list[str]]]] = {}
     for case, mids in cases:
-        table = store.closed if case.status == CaseStatus.CLOSED else store.active
-        groups.setdefault(table.shard_of(case.key) // chunk_shards, []).append((case, mids))
+        groups.setdefault(store.locality(case) // chunk_shards, []).append((case, mids))
     n = 0
     for _, members in sorted(groups.items()):
         for case, mids in members:

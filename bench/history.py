@@ -81,7 +81,7 @@ def measure(work: Path, now: datetime) -> dict[str, object]:
     seconds, report, store = timed_ingest(work, now)
     return {"seconds": seconds, "report": report.as_dict(), "rss_mb": peak_rss_mb(), "hwm_mb": vm_hwm_mb(),
             "workers_rss_mb": workers_peak_rss_mb(),
-            "ids": len(store.ids), "runs": len(store.ids.runs)}
+            **store.index_stats()}
 
 
 def run_child(*args: str) -> dict[str, object]:

@@ -250,7 +250,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         refs = args.refs or [q["ref"] for q in store.quarantined()]
         moved = [ref for ref in refs if box.requeue(ref)]
         for ref in moved:
-            store.quarantine_t.delete(ref)
+            store.remove_quarantined(ref)
         store.commit()
     print(f"requeued {len(moved)} of {len(refs)} quarantined messages; `mailbot run --once` takes them again")
     return 0

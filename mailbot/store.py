@@ -726,6 +726,14 @@ class Store:
     def quarantined(self) -> list[dict[str, Any]]:
         return [_public(d) for d in self.quarantine_t.docs()]
 
+    def remove_quarantined(self, ref: str) -> bool:
+        """Forget a quarantined mail (it was put back in the inbox: `mailbot requeue`); False when unknown.
+        Like every change, it is on disk after the next commit."""
+        if self.quarantine_t.get(ref) is None:
+            return False
+        self.quarantine_t.delete(ref)
+        return True
+
     # --- the outbox ledger (exactly-once sending) ---------------------------------------------------
 
     def outbox_entry(self, action_id: str) -> dict[str, Any] | None:
@@ -899,6 +907,17 @@ class Store:
 
     def _shard_counts(self) -> dict[str, int]:
         return {t.name: t.count for t in self._tables if not t.single}
+
+    def locality(self, case: Case) -> int:
+        """A number that cases sharing files have in common (their shard): a bulk load that commits one
+        group of nearby numbers at a time writes each file once. Any order is correct; this one is cheap."""
+        return (self.closed if case.status == CaseStatus.CLOSED else self.active).shard_of(case.key)
+
+    def index_stats(self) -> dict[str, int]:
+        """The Message-ID index's size: entries (Message-IDs, tokens, case keys; an entry overwritten in a
+        newer run counts until the runs merge) and the runs they are kept in (a lookup reads at most one
+        part per run), for the benches and the tests of the merge policy."""
+        return {"ids": len(self.ids), "runs": len(self.ids.runs)}
 
     def counts(self) -> dict[str, int]:
         return {

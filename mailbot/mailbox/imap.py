@@ -2,7 +2,8 @@
 
 Refs are "<folder>/<UIDVALIDITY>/<UID>". A checkpoint (folder, UIDVALIDITY, last UID) in the caller's store
 lets a restart resume where it stopped; when UIDVALIDITY changes the adapter starts again from UID 1 and
-the service's Message-ID dedup absorbs the repeats. Nothing is ever deleted except, on servers without
+the service's Message-ID dedup absorbs the repeats (the arithmetic, pure: checkpoint.py; what is said to
+the Sent folder: sent.py). Nothing is ever deleted except, on servers without
 MOVE, the inbox copies of messages already copied to the processed folder (UID EXPUNGE of those UIDs only).
 
 Two connections, each with its own lock: the ingest one (fetch, mark, quarantine, IDLE) and a Sent-folder
@@ -22,9 +23,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,13 +36,14 @@ from imapclient.exceptions import (
 )
 
 from mailbot.config import MailboxSettings
+from mailbot.mailbox import checkpoint, sent
 from mailbot.mailbox.base import Budget, FetchedMail, MailboxProblem
+from mailbot.mailbox.checkpoint import Cursor, fetch_chunks, make_ref, parse_ref
 from mailbot.storage import StoreWriteError
 
 log = logging.getLogger("mailbot.imap")
 
 PROCESSED_KEYWORD = "$MailbotProcessed"
-SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
 FETCH_CHUNK = 100  # UIDs per FETCH: bounded memory and command length
 STORE_CHUNK = 500  # UIDs per MOVE/COPY/STORE/SEARCH by UID list
@@ -91,36 +91,8 @@ class MemoryCheckpoints:
         self.data[key] = dict(value)
 
 
-def make_ref(folder: str, uidvalidity: int, uid: int) -> str:
-    return f"{folder}/{uidvalidity}/{uid}"
-
-
-def parse_ref(ref: str) -> tuple[str, int, int]:
-    """`INBOX/123/45` → ("INBOX", 123, 45); the folder itself may contain "/"."""
-    folder, sep1, rest = ref.rpartition("/")
-    folder, sep2, validity = folder.rpartition("/")
-    if not (sep1 and sep2 and folder and validity.isdigit() and rest.isdigit()):
-        raise ValueError(f"not an IMAP ref (folder/uidvalidity/uid): {ref!r}")
-    return folder, int(validity), int(rest)
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
-
-
-def _imap_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _normal_message_id(message_id: str) -> str:
-    mid = message_id.strip()
-    return mid if mid.startswith("<") else f"<{mid}>"
-
-
-def _message_id_of(raw: bytes) -> str | None:
-    value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Message-ID")
-    return _normal_message_id(str(value)) if value else None
+__all__ = ["ConnectionLost", "ImapError", "ImapMailbox", "LoginFailed", "MemoryCheckpoints", "make_ref",
+           "parse_ref"]
 
 
 def _has_new_mail(responses: Iterable[Any]) -> bool:
@@ -180,11 +152,8 @@ class ImapMailbox:
         self.idle_renew_seconds: float = IDLE_RENEW_SECONDS
         self._main = _Link("ingest")
         self._sent = _Link("sent")
-        self._uidvalidity: int | None = None
-        self._last_uid = 0
+        self._cursor = Cursor()  # UIDVALIDITY, last UID, and this session's pending/done UIDs
         self._checkpoint_loaded = False
-        self._pending: set[int] = set()  # fetched this session, not yet marked or quarantined
-        self._done: set[int] = set()  # handled, but above the checkpoint because a lower UID is pending
 
     # --- identity
 
@@ -422,19 +391,14 @@ class ImapMailbox:
             return
         value = self._checkpoints.get_checkpoint(self.checkpoint_key)
         try:
-            if value is not None:
-                self._uidvalidity = int(value["uidvalidity"])
-                self._last_uid = int(value["last_uid"])
-        except (KeyError, TypeError, ValueError):
+            self._cursor = checkpoint.from_record(value)
+        except ValueError:
             log.warning("ignoring unreadable IMAP checkpoint %r: %r", self.checkpoint_key, value)
-            self._uidvalidity, self._last_uid = None, 0
+            self._cursor = Cursor()
         self._checkpoint_loaded = True
 
     def _save_checkpoint(self) -> None:
-        self._checkpoints.set_checkpoint(
-            self.checkpoint_key,
-            {"folder": self.settings.folder, "uidvalidity": self._uidvalidity, "last_uid": self._last_uid},
-        )
+        self._checkpoints.set_checkpoint(self.checkpoint_key, checkpoint.to_record(self.settings.folder, self._cursor))
 
     def _select(self, client: IMAPClient) -> None:
         folder = self.settings.folder
@@ -447,18 +411,17 @@ class ImapMailbox:
         self._main.selected = True
         uidvalidity = int(info[b"UIDVALIDITY"])
         self._load_checkpoint()
-        if uidvalidity != self._uidvalidity:
-            if self._uidvalidity is not None:
+        before = self._cursor
+        self._cursor = checkpoint.on_select(before, uidvalidity)
+        if self._cursor is not before:
+            if before.uidvalidity is not None:
                 log.warning(
                     "UIDVALIDITY of %s changed from %s to %s: reading it again from UID 1 "
                     "(already recorded mail is skipped by Message-ID)",
                     folder,
-                    self._uidvalidity,
+                    before.uidvalidity,
                     uidvalidity,
                 )
-            self._uidvalidity, self._last_uid = uidvalidity, 0
-            self._pending.clear()
-            self._done.clear()
             self._save_checkpoint()
 
     def _folder_problem(self, client: IMAPClient, folder: str, error: Exception) -> str:
@@ -482,20 +445,19 @@ class ImapMailbox:
     def _fetch_new(self, client: IMAPClient, limit: int | None, skip: Collection[str] = (),
                    budget: Budget | None = None) -> list[FetchedMail]:
         self._select(client)  # every time: fresh UIDVALIDITY and message list
-        last = self._last_uid
-        # `N:*` always matches the highest UID even when N is beyond it: filter again below.
-        criteria = ["UID", f"{last + 1}:*", "UNDELETED", "UNKEYWORD", PROCESSED_KEYWORD]
-        found = sorted(u for u in client.search(criteria) if u > last)
-        self._pending &= set(found)  # pending mail that vanished meanwhile no longer holds us back
-        assert self._uidvalidity is not None
-        if skip:
-            found = [u for u in found if make_ref(self.settings.folder, self._uidvalidity, u) not in skip]
-        wanted = found if limit is None else found[: max(limit, 0)]
+        folder, uidvalidity = self.settings.folder, self._cursor.uidvalidity
+        assert uidvalidity is not None
+        uid_range = checkpoint.search_range(self._cursor)
+        found = client.search(["UID", uid_range, "UNDELETED", "UNKEYWORD", PROCESSED_KEYWORD]) if uid_range else []
+        plan = checkpoint.plan_fetch(
+            self._cursor, found, checkpoint.skipped_uids(skip, folder, uidvalidity) if skip else (), limit
+        )
+        self._cursor = plan.cursor
         out: list[FetchedMail] = []
         sized = budget is not None and (budget.max_bytes is not None or budget.max_message_bytes is not None)
         if budget is not None:  # a retry after a reconnect starts counting again
             budget.mails = budget.held = 0
-        for chunk in _chunks(wanted, FETCH_CHUNK):
+        for chunk in fetch_chunks(plan.uids, FETCH_CHUNK):
             if budget is not None and budget.full():
                 break
             unread: dict[int, int] = {}
@@ -504,8 +466,8 @@ class ImapMailbox:
             bodies = self._fetch_bodies(client, [u for u in chunk if u not in unread])
             for uid in chunk:
                 if uid in unread:
-                    self._pending.add(uid)
-                    out.append(FetchedMail(make_ref(self.settings.folder, self._uidvalidity, uid), b"", unread[uid]))
+                    self._cursor = checkpoint.fetched(self._cursor, [uid])
+                    out.append(FetchedMail(make_ref(folder, uidvalidity, uid), b"", unread[uid]))
                     continue
                 raw = bodies.get(uid)
                 if raw is None:
@@ -515,8 +477,8 @@ class ImapMailbox:
                         self.settings.folder,
                     )
                     continue
-                self._pending.add(uid)
-                out.append(FetchedMail(make_ref(self.settings.folder, self._uidvalidity, uid), raw))
+                self._cursor = checkpoint.fetched(self._cursor, [uid])
+                out.append(FetchedMail(make_ref(folder, uidvalidity, uid), raw))
         return out
 
     def _within(self, client: IMAPClient, uids: list[int], budget: Budget) -> tuple[list[int], dict[int, int]]:
@@ -559,7 +521,7 @@ class ImapMailbox:
     def _present(self, client: IMAPClient, uids: Sequence[int]) -> list[int]:
         client.noop()  # lets the server report expunges first
         present: set[int] = set()
-        for chunk in _chunks(sorted(uids), STORE_CHUNK):
+        for chunk in fetch_chunks(sorted(uids), STORE_CHUNK):
             present.update(client.search(["UID", ",".join(map(str, chunk))]))
         return sorted(present & set(uids))
 
@@ -577,21 +539,16 @@ class ImapMailbox:
                 op(present)
 
     def _refs_to_uids(self, refs: Iterable[str], what: str) -> list[int]:
-        uids: set[int] = set()
-        for ref in refs:
-            folder, uidvalidity, uid = parse_ref(ref)
-            if folder != self.settings.folder or uidvalidity != self._uidvalidity:
-                # The UID would name another message now (or another folder): leave it alone.
-                log.warning(
-                    "%s: skipping %s (current folder %s, UIDVALIDITY %s)",
-                    what,
-                    ref,
-                    self.settings.folder,
-                    self._uidvalidity,
-                )
-                continue
-            uids.add(uid)
-        return sorted(uids)
+        uids, stale = checkpoint.split_refs(refs, self.settings.folder, self._cursor.uidvalidity)
+        for ref in stale:  # the UID would name another message now (or another folder): leave it alone
+            log.warning(
+                "%s: skipping %s (current folder %s, UIDVALIDITY %s)",
+                what,
+                ref,
+                self.settings.folder,
+                self._cursor.uidvalidity,
+            )
+        return uids
 
     def mark_processed(self, refs: list[str]) -> None:
         """Move to processed_folder (processed = "move") or add the $MailbotProcessed keyword ("flag"),
@@ -606,7 +563,7 @@ class ImapMailbox:
         if not uids:
             return
         if self.settings.processed == "flag":
-            for chunk in _chunks(uids, STORE_CHUNK):
+            for chunk in fetch_chunks(uids, STORE_CHUNK):
                 self._tolerant(client, chunk, lambda u: client.add_flags(u, [PROCESSED_KEYWORD], silent=True))
         else:
             self._move(client, uids, self.settings.processed_folder)
@@ -629,7 +586,7 @@ class ImapMailbox:
         self._ensure_folder(self._main, client, dest)
         can_move = client.has_capability("MOVE")
         uidplus = client.has_capability("UIDPLUS")
-        for chunk in _chunks(uids, STORE_CHUNK):
+        for chunk in fetch_chunks(uids, STORE_CHUNK):
             if can_move:
                 self._tolerant(client, chunk, lambda u: client.move(u, dest))
                 continue
@@ -671,13 +628,9 @@ class ImapMailbox:
     def _advance(self, uids: Sequence[int]) -> None:
         """Move the checkpoint up to the highest handled UID below every still-pending one, so a crash
         never skips fetched-but-unhandled mail."""
-        self._pending.difference_update(uids)
-        self._done.update(u for u in uids if u > self._last_uid)
-        bound = min(self._pending) - 1 if self._pending else None
-        reachable = [u for u in self._done if bound is None or u <= bound]
-        if reachable:
-            self._last_uid = max(self._last_uid, max(reachable))
-            self._done = {u for u in self._done if u > self._last_uid}
+        before = self._cursor.last_uid
+        self._cursor = checkpoint.advance(self._cursor, uids)
+        if self._cursor.last_uid != before:
             self._save_checkpoint()
 
     # --- waiting for mail
@@ -774,45 +727,25 @@ class ImapMailbox:
     # --- the Sent folder
 
     def append_sent(self, raw: bytes) -> None:
-        """Store a copy of sent mail in sent_folder (created if missing), marked \\Seen."""
-        message_id = _message_id_of(raw)
+        """Store a copy of sent mail in sent_folder (created if missing), marked \\Seen, once."""
         folder = self.settings.sent_folder
 
         def op(client: IMAPClient, retried: bool) -> None:
             self._ensure_folder(self._sent, client, folder)
-            # After a dropped link the first APPEND may have gone through: do not store it twice.
-            if retried and message_id and self._sent_search(client, message_id):
-                return
-            client.append(folder, raw, flags=[SEEN])
+            sent.append(client, folder, raw, retried, self._sent.folders)
 
         self._run(self._sent, "append_sent", op)
 
     def sent_contains(self, message_id: str) -> bool:
         """Whether sent_folder holds a message with this Message-ID (tells after a crash whether a
         mail went out)."""
-        mid = _normal_message_id(message_id)
-        if not mid.isascii() or any(ch in mid for ch in "\r\n"):
-            return False  # a Message-ID is printable ASCII; nothing else can be in the folder
-        return self._run(self._sent, "sent_contains", lambda c, _retried: self._sent_search(c, mid))
-
-    def _sent_search(self, client: IMAPClient, mid: str) -> bool:
-        folder = self.settings.sent_folder
-        if folder not in self._sent.folders:
-            if not client.folder_exists(folder):
-                return False
-            self._sent.folders.add(folder)
-        client.select_folder(folder, readonly=True)
-        # Our own quoting (a single string is sent as is): ids may contain characters IMAP treats specially.
-        uids = client.search(f"HEADER Message-ID {_imap_quote(mid)}")
-        if not uids:
+        mid = sent.normal_message_id(message_id)
+        if not sent.searchable(mid):
             return False
-        # HEADER search is a substring match: confirm the exact id.
-        data = client.fetch(sorted(uids)[:20], ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
-        for item in data.values():
-            for key, value in item.items():
-                if key.startswith(b"BODY[HEADER") and _message_id_of(value) == mid:
-                    return True
-        return False
+        folder = self.settings.sent_folder
+        return self._run(
+            self._sent, "sent_contains", lambda c, _retried: sent.contains(c, folder, mid, self._sent.folders)
+        )
 
     # --- doctor
 
