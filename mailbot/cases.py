@@ -192,8 +192,13 @@ def record_outbound(case: Case, kind: EntryKind, message_id: str, text: str, sub
     if kind == EntryKind.REMINDER:
         updated = updated.with_(reminders_sent=case.reminders_sent + 1)
     elif kind == EntryKind.CLOSURE:
-        updated = updated.with_(status=CaseStatus.CLOSED, next_action=None)
+        updated = closed(updated)
     return updated
+
+
+def closed(case: Case) -> Case:
+    """The case closed: what "closed" means, in one place (no next step is planned for a closed case)."""
+    return case.with_(status=CaseStatus.CLOSED, next_action=None)
 
 
 def reminders_in_cycle(case: Case) -> int:

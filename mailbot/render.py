@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from mailbot.cases import last_request, reaches_customer
+from mailbot.cases import last_request, open_case, reaches_customer
 from mailbot.compose import make_message_id
 from mailbot.decide import SendMail
 from mailbot.models import Case, EntryKind, OutboundMail
@@ -23,6 +23,7 @@ LANGUAGES = ("zh-CN", "en")
 REPLY_PREFIX = {"zh-CN": "回复: ", "en": "Re: "}
 # An out-of-office is not a message anyone answers: thread under the last real one.
 _THREAD_KINDS = (EntryKind.MAIL, EntryKind.REMINDER, EntryKind.CLOSURE)
+NO_CASE = "-"  # the case a receipt to a command that found none shows (and the outbox ledger records)
 
 
 class TemplateProblem(Exception):
@@ -132,6 +133,12 @@ def context(case: Case, send: SendMail, me: Identity, now: datetime, business_da
         ),
         "now": local_time(now, zone, "%Y-%m-%d"),
     }
+
+
+def outside_case(title: str, subject: str, language: str, now: datetime) -> Case:
+    """What a receipt to a command that found no case shows in the case's place: no key, the mail's own
+    subject as the title. Only the templates read it; it is never stored nor recorded on."""
+    return open_case(NO_CASE, title, subject, now, language)
 
 
 def render_parts(env: jinja2.Environment, language: str, name: str, ctx: dict[str, Any]) -> tuple[str, str, str]:

@@ -15,6 +15,7 @@ import jinja2
 from mailbot import compose
 from mailbot.calendar import BusinessCalendar
 from mailbot.cases import (
+    closed,
     entry_kind,
     is_outsider,
     is_party,
@@ -24,20 +25,16 @@ from mailbot.cases import (
     record_inbound,
     record_outbound,
 )
-from mailbot.commands import find_commands
+from mailbot.commands import apply_commands, find_commands, held_message, held_receipt
 from mailbot.config import Settings
 from mailbot.decide import (
     Policy,
     Receipt,
     SendMail,
-    apply_commands,
     authentication_failed,
     bound_stranger_notices,
     calendar_for,
     due_now,
-    held_message,
-    held_receipt,
-    localize,
     note_cap,
     outsider_notice,
     plan_next,
@@ -46,11 +43,12 @@ from mailbot.decide import (
 )
 from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
+from mailbot.messages import Message, localized, message
 from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parsers import InlineParser, Parser, parse_fetched
 from mailbot.redact import redact
-from mailbot.render import Identity, TemplateProblem, environment, outbound
+from mailbot.render import NO_CASE, Identity, TemplateProblem, environment, outbound, outside_case
 from mailbot.roles import role_of, sender_role
 from mailbot.store import Store, StoreCorrupt
 from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
@@ -84,6 +82,21 @@ class CycleReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """The mail is recorded (on a case, as unmatched, or already known): the mailbox marks it done."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """The mail cannot be read, or handling it failed: the mailbox sets it aside with this reason."""
+
+    reason: str
+
+
+MailOutcome = Processed | Quarantined  # what one fetched mail comes to (`Service.handle_parsed`)
 
 
 def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
@@ -170,11 +183,11 @@ class Service:
                 raise
             except Exception as e:  # a bug must not stop the bot or lose the mail: quarantine it
                 log.exception("unexpected error on %s", fetched.ref)
-                outcome = f"quarantine:internal error {type(e).__name__}: {e}"
-                self._record_quarantine(fetched, outcome.split(":", 1)[1], now)
+                outcome = Quarantined(f"internal error {type(e).__name__}: {e}")
+                self._record_quarantine(fetched, outcome.reason, now)
                 report.quarantined += 1
-            if outcome.startswith("quarantine:"):
-                quarantined.append((fetched.ref, outcome.split(":", 1)[1]))
+            if isinstance(outcome, Quarantined):
+                quarantined.append((fetched.ref, outcome.reason))
             else:
                 processed.append(fetched.ref)
         return processed, quarantined
@@ -198,19 +211,19 @@ class Service:
         self._event(None, f"quarantined {fetched.ref}: {reason}")
 
     def handle_parsed(self, fetched: FetchedMail, mail: InboundMail | ParseFailure, now: datetime,
-                      report: CycleReport) -> str:
+                      report: CycleReport) -> MailOutcome:
         """One parsed mail through match → apply → decide."""
         if isinstance(mail, ParseFailure):
             self._record_quarantine(fetched, mail.reason, now)
             report.quarantined += 1
-            return f"quarantine:{mail.reason}"
+            return Quarantined(mail.reason)
         report.ingested += 1
         if self.store.seen(mail.message_id) is not None:
             report.duplicates += 1
             self._event(None, f"duplicate {mail.message_id} (already recorded)", level=logging.DEBUG)
-            return "processed"
+            return Processed()
         self.apply(mail, now, report)
-        return "processed"
+        return Processed()
 
     def role(self, address: str) -> Role:
         return role_of(address, self.settings.engineers, self.settings.bot.address)
@@ -283,21 +296,23 @@ class Service:
             case = self._cancel_held(case, mail, now)
         if case.status != CaseStatus.CLOSED:
             case = case.with_(next_action=plan_next(case, self.policy))
-        self.store.put_case(case)
-        self.store.remember(mail.message_id, case.key)
         report.threaded += 1
         how = found.rule.value if found.rule else "new"
         self._event(case.key, f"{kind.value} from {mail.from_addr or '?'} ({role.value}) by {how}; "
                               f"status {before.value} → {case.status.value}")
-        held: dict[str, str] = {}  # action id → what the receipt says about a mail that waits
+        held: dict[str, Message] = {}  # action id → what the receipt says about a mail that waits
         for send in sends:
             send = held_receipt(send, held, case.effective_language)
-            if (wait := self._record_send(case, send, now, report, hold_over_cap=True)) is not None:
+            wait, recorded = self._record_intent(case, case, send, now, report, hold_over_cap=True)
+            if wait is not None:
                 held[send.action_id] = held_message(send, *wait, calendar_for(case, self.policy).zone)
-            case = self.store.get_case(case.key) or case  # the next mail (a receipt) sees the closure
+            case = recorded if recorded is not None else case  # the next mail (a receipt) sees the closure
         if sends and case.status != CaseStatus.CLOSED:
             # A reminder sent now (`#remind now`) moves the next step: plan it from the case as it is.
-            self.store.put_case(case.with_(next_action=plan_next(case, self.policy)))
+            case = case.with_(next_action=plan_next(case, self.policy))
+        # One write of the case for the mail, with what it sends on its timeline (the batch commits both).
+        self.store.put_case(case)
+        self.store.remember(mail.message_id, case.key)
 
     def _unmatched(self, mail: InboundMail, role: Role, commands: list, now: datetime, report: CycleReport,
                    reason: str) -> None:
@@ -311,9 +326,10 @@ class Service:
         self._event(None, f"unmatched {mail.message_id} from {mail.from_addr or '?'}: {reason}")
         if commands and role == Role.ENGINEER:
             _, sends = apply_commands(None, mail, role, commands, now, self.policy, self.settings.bot.language)
-            placeholder = open_case("-", strip_prefixes(mail.subject), mail.subject, now, self.settings.bot.language)
+            # No case to record on: the receipt shows the mail's own subject where a case's title would be.
+            shown = outside_case(strip_prefixes(mail.subject), mail.subject, self.settings.bot.language, now)
             for send in sends:
-                self._record_send(placeholder, send, now, report, record_on_case=False)
+                self._record_send(None, send, now, report, shown=shown)
 
     def _forged(self, case: Case, mail: InboundMail, why: str, now: datetime) -> tuple[Case, list[SendMail]]:
         """A mail that claims an engineer and failed authentication: noted on the case, and one notice a
@@ -325,7 +341,7 @@ class Service:
                                               f"authentication ({why})"))
         if not case.engineers:
             return case, []
-        reason = f"mail from {sender} failed authentication ({why}): recorded as an outsider's, nothing done"
+        reason = message("forged", sender=sender, why=why)
         return case, [sender_notice(case, mail, reason, "forged", now, self.policy)]
 
     def _hold_for_out_of_office(self, case: Case, mail: InboundMail, now: datetime) -> tuple[Case, list[SendMail]]:
@@ -350,13 +366,13 @@ class Service:
         after = plan_next(held, self.policy)
         if before is None or after is None or after.due - before.due <= timedelta(days=7) or not case.engineers:
             return held, []
-        why = (f"out-of-office until {back}" + (f", held at most {limit} days" if capped else "")
-               + f": reminders held until {local}; the next reminder moves from "
-               f"{before.due.astimezone(cal.zone):%Y-%m-%d %H:%M} to {after.due.astimezone(cal.zone):%Y-%m-%d %H:%M}")
+        why = message("ooo.held_capped" if capped else "ooo.held", back=back, limit=limit, until=local,
+                      before=f"{before.due.astimezone(cal.zone):%Y-%m-%d %H:%M}",
+                      after=f"{after.due.astimezone(cal.zone):%Y-%m-%d %H:%M}")
         return held, [SendMail(
             action_id=f"{case.key}/ooo/{until.astimezone(cal.zone).date().isoformat()}", case_key=case.key,
             kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
-            receipt=Receipt("", False, localize(why, False, case.effective_language), (mail.subject,), kind="ooo"),
+            receipt=Receipt("", False, localized(why, False, case.effective_language), (mail.subject,), kind="ooo"),
         )]
 
     def _cancel_held(self, case: Case, mail: InboundMail, now: datetime) -> Case:
@@ -404,11 +420,12 @@ class Service:
     def _bounce_notices(self, case: Case, mail: InboundMail, failed: tuple[str, ...]) -> list[SendMail]:
         if not case.engineers or not failed:
             return []
-        why = f"mail to {', '.join(failed)} bounced; no more reminders go there"
+        why = message("bounce", addresses=", ".join(failed))
         return [SendMail(
             action_id=f"{case.key}/bounce/{','.join(sorted(failed))}", case_key=case.key,
             kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
-            receipt=Receipt("", False, localize(why, False, case.effective_language), (mail.subject,), kind="bounce"),
+            receipt=Receipt("", False, localized(why, False, case.effective_language), (mail.subject,),
+                            kind="bounce"),
         )]
 
     # --- sending -----------------------------------------------------------------------------------
@@ -437,14 +454,14 @@ class Service:
         end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=zone)
         return self.store.sends_since(address, start) - self.store.sends_since(address, end)
 
-    def _over_cap(self, send: SendMail, now: datetime) -> str | None:
+    def _over_cap(self, send: SendMail, now: datetime) -> Message | None:
         if send.kind == EntryKind.RECEIPT:
             return None
         today = now.astimezone(self.settings.bot.zone).date()
         cap = self.settings.smtp.max_per_recipient_per_day
         for address in send.to:
             if self._sent_on(address, today) >= cap:
-                return f"{address} already got {cap} mails today"
+                return message("held.daily_cap", address=address, cap=cap)
         return None
 
     def _release_time(self, case: Case, send: SendMail, now: datetime) -> datetime:
@@ -461,68 +478,80 @@ class Service:
                 break
         return release
 
-    def _record_send(self, case: Case, send: SendMail, now: datetime, report: CycleReport,
-                     record_on_case: bool = True, hold_over_cap: bool = False) -> tuple[datetime, str] | None:
-        """Render and record the intent (outbox ledger) with the case update, in one commit.
+    def _record_send(self, case: Case | None, send: SendMail, now: datetime, report: CycleReport,
+                     shown: Case | None = None) -> tuple[datetime, Message | str] | None:
+        """`_record_intent`, then the mail on its case as the store has it (saved with the next commit).
+        `case` is None for a receipt to a command that found no case: rendered from `shown`
+        (`render.outside_case`), recorded on no case."""
+        view = case if case is not None else shown
+        if view is None:
+            raise ValueError("a mail outside any case needs what its templates show (`shown`)")
+        onto = None if case is None else self.store.get_case(case.key) or case
+        wait, recorded = self._record_intent(view, onto, send, now, report)
+        if recorded is not None:
+            self.store.put_case(recorded)
+        return wait
+
+    def _record_intent(self, view: Case, onto: Case | None, send: SendMail, now: datetime, report: CycleReport,
+                       hold_over_cap: bool = False) -> tuple[tuple[datetime, Message | str] | None, Case | None]:
+        """Render `send` from `view` and record the intent (outbox ledger); returns (wait, `onto` with the
+        mail on its timeline — None when nothing is to be recorded on a case). The caller saves the case.
 
         Over the daily cap a scheduled mail is simply not recorded (the sweep decides it again later);
         one an engineer's command asked for (`hold_over_cap`) is recorded to go out at a later opening
-        (the outbox sends it then) and (when, why) is returned, so that the receipt can say so."""
+        (the outbox sends it then) and wait = (when, why) is returned, so that the receipt can say so."""
+        key = onto.key if onto is not None else NO_CASE
         if self.quiet:
-            if send.kind == EntryKind.CLOSURE and record_on_case:
-                current = self.store.get_case(case.key) or case
-                self.store.put_case(current.with_(status=CaseStatus.CLOSED, next_action=None))
-            return None
+            return None, closed(onto) if send.kind == EntryKind.CLOSURE and onto is not None else None
         existing = self.store.outbox_entry(send.action_id)
         when = now
-        wait: tuple[datetime, str] | None = None
+        wait: tuple[datetime, Message | str] | None = None
         if existing is None:
             if not send.to:
-                self._event(case.key, f"{send.kind.value} not sent: no recipient left")
-                return None
+                self._event(key, f"{send.kind.value} not sent: no recipient left")
+                return None, None
             if why := self._over_cap(send, now):
                 report.deferred += 1
                 if not hold_over_cap:
-                    self._event(case.key, f"{send.kind.value} deferred: {why}")
-                    return None
-                when = self._release_time(case, send, now)
+                    self._event(key, f"{send.kind.value} deferred: {why}")
+                    return None, None
+                when = self._release_time(view, send, now)
                 wait = (when, why)
-                self._event(case.key, f"{send.kind.value} held until {when.isoformat()}: {why}")
+                self._event(key, f"{send.kind.value} held until {when.isoformat()}: {why}")
             try:
-                out = outbound(self.env, case, send, self.me, when, self.settings.smtp.show_engineer_name,
-                               self.silent_business_days(case, when))
+                out = outbound(self.env, view, send, self.me, when, self.settings.smtp.show_engineer_name,
+                               self.silent_business_days(view, when))
             except TemplateProblem as e:
                 report.failed += 1
-                self._event(case.key, f"{send.kind.value} not sent: {e}", level=logging.ERROR)
-                return None
+                self._event(key, f"{send.kind.value} not sent: {e}", level=logging.ERROR)
+                return None, None
             raw = compose.to_bytes(out, when)
             entry = {
-                "action_id": send.action_id, "case": case.key, "kind": send.kind.value,
+                "action_id": send.action_id, "case": key, "kind": send.kind.value,
                 "message_id": out.message_id, "recipients": compose.recipients(out),
                 "sender": out.from_addr, "subject": out.subject, "text": out.text,
                 "raw": raw.decode("ascii", "surrogateescape"), "recorded": now.isoformat(), "attempts": 0,
             }
             if wait is not None:  # flush_outbox leaves it alone until then
-                entry.update(next_try=when.isoformat(), not_before=when.isoformat(), held_because=wait[1])
+                entry.update(next_try=when.isoformat(), not_before=when.isoformat(), held_because=str(wait[1]))
             self.store.outbox_record(entry)
             if send.kind != EntryKind.RECEIPT:
                 for address in send.to:
                     self.store.note_send(address, when)
-            self.store.remember(out.message_id, case.key if record_on_case else "", "out")
+            self.store.remember(out.message_id, key if onto is not None else "", "out")
         else:
             entry = existing
             if entry.get("status") == "pending" and entry.get("not_before", "") > now.isoformat():
                 wait = (datetime.fromisoformat(entry["not_before"]), entry.get("held_because", ""))
-        if record_on_case and case.key != "-":
-            current = self.store.get_case(case.key) or case
+        recorded = None
+        if onto is not None:
             # A held reminder counts from when it goes out: the next one is planned from there.
-            updated = record_outbound(current, send.kind, entry["message_id"], entry["text"], entry["subject"],
-                                      self.me.address, datetime.fromisoformat(entry.get("not_before")
-                                                                              or entry["recorded"]))
-            self.store.put_case(updated)
+            recorded = record_outbound(onto, send.kind, entry["message_id"], entry["text"], entry["subject"],
+                                       self.me.address, datetime.fromisoformat(entry.get("not_before")
+                                                                               or entry["recorded"]))
         if existing is None:
-            self._event(case.key, f"{send.kind.value} recorded for {', '.join(send.to)} ({send.action_id})")
-        return wait
+            self._event(key, f"{send.kind.value} recorded for {', '.join(send.to)} ({send.action_id})")
+        return wait, recorded
 
     def silent_business_days(self, case: Case, now: datetime) -> int:
         if case.last_engineer_mail is None:
@@ -646,7 +675,7 @@ class Service:
     def _permanent_failure(self, entry: dict[str, Any], failed: tuple[str, ...], reason: str,
                            now: datetime, report: CycleReport, about_message: bool = False) -> None:
         self._event(entry["case"], f"{entry['kind']} to {', '.join(failed)} failed for good: {reason}", logging.ERROR)
-        case = self.store.get_case(entry["case"]) if entry["case"] != "-" else None
+        case = self.store.get_case(entry["case"])  # None for a receipt outside any case (render.NO_CASE)
         if case is None or entry["kind"] == EntryKind.RECEIPT.value:
             return  # never notify about a failed notice: that is how mail loops start
         # A refusal of the message itself (5xx to MAIL FROM or the data: size, syntax, content) says nothing
@@ -658,11 +687,11 @@ class Service:
             case = case.with_(next_action=plan_next(case, self.policy))
         self.store.put_case(case)
         if case.engineers:
-            why = f"could not deliver to {', '.join(failed)}: {reason}"
+            why = message("undeliverable", addresses=", ".join(failed), reason=reason)
             notice = SendMail(
                 action_id=f"{entry['action_id']}/failed", case_key=case.key, kind=EntryKind.RECEIPT,
                 template="notice", to=case.engineers,
-                receipt=Receipt("", False, localize(why, False, case.effective_language), (entry["subject"],),
+                receipt=Receipt("", False, localized(why, False, case.effective_language), (entry["subject"],),
                                 kind="undeliverable"),
             )
             self._record_send(case, notice, now, report)
