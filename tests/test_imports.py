@@ -30,11 +30,15 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     found: set[str] = set()
 
     def add(target: str) -> None:
-        # `import mailbot.mailbox.imap` runs mailbot/mailbox/__init__.py too: each package on the way counts.
+        # `import mailbot.mailbox.imap` runs mailbot/mailbox/__init__.py too: each package on the way counts,
+        # except one that holds `name` itself. Python imports that package before `name` runs, so passing
+        # through it runs nothing (mailbot.parse.mail importing mailbot.parse.headers does not re-enter
+        # mailbot/parse/__init__.py); importing from the package itself still counts.
         parts = target.split(".")
         for i in range(1, len(parts) + 1):
             candidate = ".".join(parts[:i])
-            if candidate in known and candidate != name:
+            holds_name = name.startswith(candidate + ".")
+            if candidate in known and candidate != name and (candidate == target or not holds_name):
                 found.add(candidate)
 
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
@@ -108,11 +112,29 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     (pkg / "sub" / "c.py").write_text("def late():\n    from ..b import thing\n    return thing\n")
     (pkg / "d.py").write_text("from .a import x\n")
     graph = import_graph(pkg)
-    assert graph["mailbot.a"] == {"mailbot", "mailbot.sub", "mailbot.sub.c"}
+    assert graph["mailbot.a"] == {"mailbot.sub", "mailbot.sub.c"}  # mailbot itself runs before mailbot.a
     assert graph["mailbot.b"] == {"mailbot", "mailbot.a"}
-    assert graph["mailbot.sub.c"] == {"mailbot", "mailbot.b"}
-    assert graph["mailbot.d"] == {"mailbot", "mailbot.a"}
+    assert graph["mailbot.sub.c"] == {"mailbot.b"}
+    assert graph["mailbot.d"] == {"mailbot.a"}
     assert graph["mailbot"] == set()
     assert find_cycle(graph) == ["mailbot.a", "mailbot.sub.c", "mailbot.b", "mailbot.a"]
     (pkg / "sub" / "c.py").write_text("")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def test_a_package_that_re_exports_its_modules_is_no_circle(tmp_path: Path) -> None:
+    # mailbot/parse/__init__.py re-exports parse() from mailbot.parse.mail, which imports its siblings: the
+    # package is already being imported when they run. A module that imports from its own package is a
+    # circle (the name may not be there yet), and is still found.
+    pkg = tmp_path / "mailbot"
+    (pkg / "pkg").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pkg" / "__init__.py").write_text("from mailbot.pkg.main import run\n")
+    (pkg / "pkg" / "main.py").write_text("from mailbot.pkg.part import x\n")
+    (pkg / "pkg" / "part.py").write_text("x = 1\n")
+    graph = import_graph(pkg)
+    assert graph["mailbot.pkg"] == {"mailbot.pkg.main"}
+    assert graph["mailbot.pkg.main"] == {"mailbot.pkg.part"}
+    assert find_cycle(graph) is None
+    (pkg / "pkg" / "part.py").write_text("from mailbot.pkg import run\n")
+    assert find_cycle(import_graph(pkg)) == ["mailbot.pkg", "mailbot.pkg.main", "mailbot.pkg.part", "mailbot.pkg"]

@@ -1,0 +1,226 @@
+"""The MIME tree and the sender's own text: mail-parser, bounded and deterministic, and the top-level body.
+
+mail-parser walks the MIME tree and decodes the bodies; the monkeypatches below are applied when
+`mailbot.parse` is imported (mail-parser is pinned exactly in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from email import message_from_bytes
+from email.message import Message
+from email.parser import Parser
+
+import mailparser
+import mailparser.core
+import mailparser.utils
+
+from mailbot import charsets
+from mailbot.htmltext import html_to_text
+from mailbot.models import Attachment
+from mailbot.parse.headers import _decode_header_linear, decode_header_value
+from mailbot.quotes import cut_html_history
+from mailbot.redact import redact, redact_html
+
+# mail-parser logs every defect at WARNING; defects are normal in real mail and we report them ourselves.
+logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+# mail-parser names an attachment that has no name with ten random letters (`znkjtkninm.txt`). parse() is a
+# function of the bytes alone — the same mail parsed twice, or by a parse worker, reads the same — so the
+# invented name is fixed: `unnamed.txt`. mail-parser is pinned; tests/test_parse.py checks this.
+mailparser.core.random_string = lambda string_length=10: "unnamed"
+# mail-parser decodes each attachment's filename with the stdlib's decode_header: a filename of 64 KB of
+# `=?utf-8?q?a ` took 2.8 s there, 256 KB 42 s. It gets the linear twin (same result: tests/test_hostile.py).
+mailparser.utils.decode_header = _decode_header_linear
+# mail-parser also parses every Received header (hops, dates) for its `.received`, which nothing here reads
+# (the RFC 8601 verdict we trust is Authentication-Results): 10,000 Received lines cost it 1.3 s a mail.
+mailparser.core.receiveds_parsing = lambda receiveds, **diagnostics: []
+
+
+# RFC 5322 §2.2: the header section ends at the first line that is neither a field nor a fold. This is the
+# stdlib's own test (email.feedparser.headerRE), asked at every line start.
+_NOT_A_HEADER_LINE = re.compile(r"^(?!From |[\x21-\x39\x3b-\x7e]*:|[\t ])", re.M)
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def _message_from_bytes(raw: bytes) -> Message:
+    """email.message_from_bytes, the same message, but a single-part body taken in one piece: the stdlib
+    reads a body line by line (1 MB of blank lines: 0.3 s, a third of the whole parse), though the payload
+    of a part that is not multipart or message/* is the rest of the text as it stands. Such a message's
+    header section and first body line go through the stdlib (its headers, defects and content type come
+    from there); anything else — a multipart, a lone CR or a `From ` line in the header section — is the
+    stdlib's whole."""
+    text = raw.decode("ascii", "surrogateescape")  # as BytesParser does
+    first = _NOT_A_HEADER_LINE.search(text)
+    eol = text.find("\n", first.start()) if first is not None else -1
+    # A `From ` line under the first may be the body's first line: the stdlib decides that when it is done.
+    if first is None or eol == -1 or _LONE_CR.search(text, 0, eol + 1) or text.find("\nFrom ", 0, eol) >= 0:
+        return message_from_bytes(raw)
+    msg = Parser().parsestr(text[: eol + 1])
+    if msg.get_content_maintype() in ("multipart", "message"):
+        return message_from_bytes(raw)
+    blank = first.start() in (eol, eol - 1) and text[first.start()] in "\r\n"  # the empty separator line
+    msg.set_payload(text[eol + 1 :] if blank else text[first.start() :])
+    return msg
+
+
+MAX_MIME_PARTS = 1_000
+
+
+class TooManyParts(Exception):
+    """A message of more MIME parts than MAX_MIME_PARTS: quarantined unread."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"more than {MAX_MIME_PARTS:,} MIME parts ({count:,}): not read")
+
+
+# RFC 2046 §5.1.1: the boundary (1-70 characters) is a Content-Type parameter, quoted or not; each part
+# starts at a line `--boundary`, with optional blanks after it (the close delimiter ends in `--`).
+# `boundary*0=` is an RFC 2231 continuation's first segment: the whole boundary when it has no other.
+_BOUNDARY_PARAM = re.compile(rb'(?i)\bboundary(?:\*0)?\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_DASH_LINE = re.compile(rb"^--([^\r\n]{1,200})", re.M)
+
+
+def _count_parts(raw: bytes) -> int:
+    """How many body parts the message's multiparts hold, counted from the raw bytes in one pass: the
+    lines that open a part with a boundary declared anywhere in the message."""
+    boundaries = {quoted or bare for quoted, bare in _BOUNDARY_PARAM.findall(raw)}
+    if not boundaries:
+        return 0
+    lines = Counter(line.rstrip(b" \t") for line in _DASH_LINE.findall(raw))
+    return sum(lines[b] for b in boundaries)
+
+
+class _MailParser(mailparser.MailParser):
+    """mail-parser, with a second chance for body text it could not decode in the declared charset, and
+    without the summary dicts nobody reads.
+
+    When the declared charset fails, mail-parser decodes as UTF-8 with replacement characters: one stray
+    byte in a GBK mail, or an EUC-JP body labelled iso-2022-jp, and every character is lost. We retry
+    the same bytes with charsets.decode_text (the declared charset's family, then replacement only where
+    needed). `_decode_body_payload` is internal to mail-parser, which is pinned exactly in pyproject.toml;
+    tests/test_parse.py checks the behaviour, so an upgrade that drops the hook fails loudly.
+    """
+
+    @classmethod
+    def from_bytes(cls, bt):  # type: ignore[no-untyped-def]
+        # Counted before the stdlib builds the tree: 30,000 parts cost 0.45 s to build and 0.5 s more in
+        # mail-parser's walk, and no support mail has a thousand.
+        if (n := _count_parts(bt)) > MAX_MIME_PARTS:
+            raise TooManyParts(n)
+        return cls._parse_guarded(lambda: _message_from_bytes(bt))
+
+    def parse(self):  # type: ignore[no-untyped-def]
+        # The same bound on the tree the stdlib built, for boundaries the count above does not see
+        # (RFC 2231 `boundary*0=`, a folded parameter).
+        if self.message is not None and (n := sum(1 for _ in self.message.walk()) - 1) > MAX_MIME_PARTS:
+            raise TooManyParts(n)  # the parts below the message, as counted from the raw bytes
+        return super().parse()
+
+    def _build_header_index(self):  # type: ignore[no-untyped-def]
+        # mail-parser indexes every header to parse its address headers (`.to`, `.from_`) and to fill the
+        # summary dicts; _build reads the message itself and uses neither. 40,000 addresses in To cost
+        # mail-parser 1 s a mail, for nothing.
+        return {}
+
+    def _make_mail(self, complete=True):  # type: ignore[no-untyped-def]
+        # mail-parser ends its parse by building two summary dicts (`.mail`, `.mail_partial`: every header
+        # decoded again, twice; a tenth of its time). Nothing here reads them — _build takes what it needs
+        # from the message itself — so they stay empty.
+        return {}
+
+    @property
+    def decoded_texts(self) -> dict[int, str]:
+        """Each body part's decoded text by id() of its Message (the parts stay alive in `.message`), so
+        that _body_text can choose parts by their place in the MIME tree."""
+        # Through __dict__: mail-parser's __getattr__ answers any unknown attribute as a mail header.
+        texts: dict[int, str] = self.__dict__.setdefault("_decoded_texts", {})
+        return texts
+
+    def _decode_body_payload(self, part, charset, part_index):  # type: ignore[no-untyped-def]
+        text = self._better_text(part, charset, part_index)
+        self.decoded_texts[id(part)] = text
+        return text
+
+    def _better_text(self, part, charset, part_index):  # type: ignore[no-untyped-def]
+        text = super()._decode_body_payload(part, charset, part_index)
+        if "\ufffd" not in text:
+            return text
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:  # a broken transfer encoding: keep what mail-parser made of it
+            return text
+        if not isinstance(payload, bytes) or not payload:
+            return text
+        better = charsets.decode_text(payload, part.get_content_charset())
+        return better if better.count("\ufffd") < text.count("\ufffd") else text
+
+
+# Parts that carry someone else's message, never the sender's own words: an attached or forwarded mail
+# (RFC 2046 §5.2, RFC 6532 message/global), a report's returned headers (RFC 6522) and its status fields.
+_NOT_OWN_TEXT = ("message/", "text/rfc822-headers")
+MAX_BODY_DEPTH = 50
+
+
+def _own_text(part: Message, texts: dict[int, str], depth: int = 0) -> tuple[str, str] | None:
+    """The first body unit of a MIME (sub)tree as (plain, html) text, either possibly empty; None when the
+    subtree holds none. A multipart/alternative offers both of its versions; any other multipart gives its
+    first child that holds a body. Attachments and message/* parts are never descended into."""
+    ctype = part.get_content_type()
+    if depth > MAX_BODY_DEPTH or ctype.startswith(_NOT_OWN_TEXT):
+        return None
+    disposition = part.get_content_disposition()
+    if disposition == "attachment" or (disposition != "inline" and part.get_filename()):
+        return None
+    if part.is_multipart():
+        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        if ctype == "multipart/alternative":
+            plain = html = ""
+            for child in children:
+                found = _own_text(child, texts, depth + 1)
+                if found is not None:
+                    plain, html = plain or found[0], html or found[1]
+            return (plain, html) if plain or html else None
+        for child in children:
+            found = _own_text(child, texts, depth + 1)
+            if found is not None:
+                return found
+        return None
+    text = texts.get(id(part), "")
+    if not text.strip():
+        return None
+    if ctype == "text/plain":
+        return text, ""
+    if ctype == "text/html":
+        return "", text
+    return None
+
+
+def _body_text(parsed: _MailParser) -> str:
+    """The sender's own text: the top-level message's first body part, text/plain preferred, else its HTML
+    alternative. Never the text of an attached or forwarded message (mail-parser's `text_plain` lists
+    those too: a customer's `#close` in a forwarded mail ran as the engineer's when the engineer's own
+    part was HTML only). Quoted history is cut after, by split_reply."""
+    found = _own_text(parsed.message, parsed.decoded_texts)
+    if found is None:
+        return ""
+    plain, html = found
+    # A table's password cell is masked in the markup, where rows and cells are still told apart (RFC 2854
+    # text/html); once flattened to text, `<td>密码</td><td>a b</td>` is just `密码 a b`.
+    return plain if plain.strip() else html_to_text(redact_html(cut_html_history(html)))
+
+
+def _attachments(parsed: mailparser.MailParser) -> tuple[Attachment, ...]:
+    out = []
+    for a in parsed.attachments:
+        payload = a.get("payload") or ""
+        if a.get("binary"):  # base64 as on the wire: line breaks and padding are not content
+            b64 = re.sub(r"\s+", "", str(payload))
+            size = max(0, len(b64) * 3 // 4 - len(b64) + len(b64.rstrip("=")))
+        else:
+            size = len(str(payload).encode("utf-8", "replace"))
+        name = redact(decode_header_value(a.get("filename") or "")) or "(unnamed)"  # `密码：x.txt` happens
+        out.append(Attachment(name=name, content_type=str(a.get("mail_content_type") or ""), size=size))
+    return tuple(out)
+
