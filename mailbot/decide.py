@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from mailbot import authres
 from mailbot.calendar import BusinessCalendar
@@ -36,6 +37,12 @@ class Policy:
     trusted_authserv_ids: tuple[str, ...] = ()
     max_recipients: int = 10  # To+Cc of one reminder or closure ([smtp] max_recipients)
     engineers: EngineerSettings = EngineerSettings((), ())  # never customers (`#add` refuses them)
+    # What a mail does on arrival (mailbot.inbound): who may open a case ([cases] opened_by), the language
+    # of a new case ([bot] language), the CRM token pattern, the bot's zone (an out-of-office's dates).
+    opened_by: str = "engineer"
+    language: str = "zh-CN"
+    tracking_token: re.Pattern[str] | None = None
+    zone: ZoneInfo | None = None  # None: the calendar's
 
 
 @dataclass(frozen=True)

@@ -6,50 +6,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 
 import jinja2
 
 from mailbot import compose
 from mailbot.calendar import BusinessCalendar
-from mailbot.cases import (
-    closed,
-    entry_kind,
-    is_outsider,
-    is_party,
-    language_of,
-    mail_date,
-    open_case,
-    record_inbound,
-    record_outbound,
-)
-from mailbot.commands import apply_commands, find_commands, held_message, held_receipt
+from mailbot.cases import closed, mail_date, record_outbound
+from mailbot.commands import find_commands, held_message, held_receipt
 from mailbot.config import Settings
-from mailbot.decide import (
-    Policy,
-    Receipt,
-    SendMail,
-    authentication_failed,
-    bound_stranger_notices,
-    calendar_for,
-    due_now,
-    note_cap,
-    outsider_notice,
-    plan_next,
-    reason_not_to_answer,
-    sender_notice,
-)
+from mailbot.decide import Policy, Receipt, SendMail, calendar_for, due_now, plan_next, reason_not_to_answer
+from mailbot.inbound import Decision, Facts, HeldMail, Opened, Threaded, Unmatched, decide_mail, returned_ids
 from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.messages import Message, localized, message
-from mailbot.models import Case, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure, Role
-from mailbot.ooo import return_date
+from mailbot.models import Case, CaseMatch, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure
 from mailbot.parsers import InlineParser, Parser, parse_fetched
 from mailbot.redact import redact
 from mailbot.render import NO_CASE, Identity, TemplateProblem, environment, outbound, outside_case
-from mailbot.roles import role_of, sender_role
 from mailbot.store import Store, StoreCorrupt
 from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
 
@@ -108,6 +84,10 @@ def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
         trusted_authserv_ids=settings.security.trust_authentication_results,
         max_recipients=settings.smtp.max_recipients,
         engineers=settings.engineers,
+        opened_by=settings.cases.opened_by,
+        language=settings.bot.language,
+        tracking_token=settings.cases.tracking_token,
+        zone=settings.bot.zone,
     )
 
 
@@ -225,208 +205,72 @@ class Service:
         self.apply(mail, now, report)
         return Processed()
 
-    def role(self, address: str) -> Role:
-        return role_of(address, self.settings.engineers, self.settings.bot.address)
+    def decide(self, mail: InboundMail, now: datetime) -> tuple[CaseMatch, Decision]:
+        """Match `mail`, gather what the store knows about it, and `decide_mail` (the store is only read)."""
+        cases = self.settings.cases
+        found = match(mail, cases.patterns, cases.tracking_token, self.index)
+        case = self.store.get_case(found.key) if found.key else None
+        facts = Facts(outgoing=self._outgoing(mail), held=self._held(case, mail))
+        decision = decide_mail(case, mail, found, facts, self.policy, now)
+        known = frozenset(a for a in decision.asked if self.store.outbox_entry(a) is not None)
+        if known:  # a notice the ledger already holds is not a new one: decide again, knowing it
+            decision = decide_mail(case, mail, found, replace(facts, known_actions=known), self.policy, now)
+        return found, decision
+
+    def _outgoing(self, mail: InboundMail) -> tuple[tuple[str, str], ...]:
+        """(Message-ID, case) of the bot's own outgoing mail among those a bounce returns."""
+        seen = ((mid, self.store.seen(mid)) for mid in returned_ids(mail))
+        return tuple((mid, s.get("case", "")) for mid, s in seen if s is not None and s.get("place") == "out")
+
+    def _held(self, case: Case | None, mail: InboundMail) -> tuple[HeldMail, ...]:
+        """The case's mail that waits in the outbox for a later opening. Only a person's mail can cancel it
+        (`decide_mail` says whose), and importing history cancels nothing: the ledger is not read then."""
+        if case is None or mail.flags or self.quiet:
+            return ()
+        return tuple(HeldMail(e["action_id"], e["message_id"], e["kind"]) for e in self.store.outbox_pending()
+                     if e["case"] == case.key and e.get("not_before"))
 
     def apply(self, mail: InboundMail, now: datetime, report: CycleReport) -> None:
-        cases = self.settings.cases
-        role = sender_role(mail, self.settings.engineers, self.settings.bot.address)
-        # With [security] trust_authentication_results set, a mail that claims an engineer must prove it
-        # (RFC 8601, our own server's verdict), with or without a command: one that fails is an outsider's
-        # — it runs no command, adds no recipient, is never quoted to a customer — and the engineers are
-        # told (`forged_reason`). With the setting empty nothing is checked (None).
-        forged_reason = (authentication_failed(mail, self.policy.trusted_authserv_ids)
-                         if role == Role.ENGINEER else None)
-        if forged_reason:
-            role = Role.OTHER
-        commands = find_commands(mail.new_text) if role != Role.BOT else []
-        found = match(mail, cases.patterns, cases.tracking_token, self.index)
-        kind = entry_kind(mail, bool(commands))
-        case = self.store.get_case(found.key) if found.key else None
-        automatic = bool(mail.flags)
-        # `[cases] opened_by = "engineer"`: nobody else can squat an unused key (and set its title).
-        may_open = role == Role.ENGINEER or cases.opened_by == "anyone"
-        if found.key and case is None and not automatic and may_open:
-            title = title_of(mail.subject, found.key, cases.tracking_token)
-            # A customer who may open a case is its first party; nobody on their Cc is.
-            case = open_case(found.key, title, strip_prefixes(mail.subject), mail_date(mail, now),
-                             self.settings.bot.language, (mail.from_addr,) if role == Role.CUSTOMER else ())
-            report.opened += 1
-            self._event(found.key, f"opened case: {title}")
-        if case is None:
-            self._unmatched(mail, role, commands, now, report, unmatched_reason(found.key, automatic))
+        """Decide what the mail does, then carry it out: cancel, record the mail and its sends, save."""
+        _, decision = self.decide(mail, now)
+        for event in decision.events:
+            self._event(event.key, event.text, event.level)
+        for cancel in decision.cancellations:
+            self.store.outbox_finish(cancel.action_id, "cancelled", at=now.isoformat(), reason=cancel.reason)
+        if isinstance(decision.lands, Unmatched) or decision.case is None:
+            self._unmatched(mail, decision, now, report)
             return
-        outsiders_before = case.outsiders
-        customers = tuple(a for a in (*mail.to, *mail.cc) if self.role(a) == Role.CUSTOMER)
-        tokens = find_tokens(mail.subject, cases.tracking_token)
-        before = case.status
-        case = record_inbound(case, mail, role, kind, customers, tokens, now,
-                              found.rule.value if found.rule else "")
-        # The thread's recent human mail decides; the whole history would be re-read on every mail.
-        case = case.with_(language=language_of([e.subject + "\n" + e.text for e in case.timeline[-12:]
-                                                if e.role in (Role.ENGINEER, Role.CUSTOMER)]))
-        sends: list[SendMail] = []
-        if forged_reason:
-            case, sends = self._forged(case, mail, forged_reason, now)
-        elif commands:
-            updated, sends = apply_commands(case, mail, role, commands, now, self.policy, case.effective_language)
-            case = updated or case
-        if (role == Role.CUSTOMER and kind == EntryKind.MAIL and is_outsider(case, mail.from_addr, role)
-                and mail.from_addr not in outsiders_before):
-            # Someone new wrote in (by key, thread or a guessed CRM token): recorded, no status change, and
-            # the engineers hear of it once; the writer gets nothing until an engineer includes them.
-            self._event(case.key, f"{mail.from_addr} wrote in and is not a party: recorded only")
-            sends.extend(n for n in [outsider_notice(case, mail.from_addr, mail.subject)] if n is not None)
-        # Senders are free: notices about strangers are bounded per case and day, then one summary.
-        known = {s.action_id for s in sends if self.store.outbox_entry(s.action_id) is not None}
-        case, sends = bound_stranger_notices(case, sends, known, now, self.policy)
-        case = note_cap(case, self.policy, now)
-        if (kind == EntryKind.AUTO_REPLY and role == Role.CUSTOMER and is_party(case, mail.from_addr)
-                and case.status == CaseStatus.WAITING_CUSTOMER):
-            case, ooo_notices = self._hold_for_out_of_office(case, mail, now)
-            sends.extend(ooo_notices)
-        if kind == EntryKind.BOUNCE:
-            failed, no_effect = self._bounce_effect(case, mail)
-            if failed:
-                case = case.with_(failed_addresses=tuple(dict.fromkeys((*case.failed_addresses, *failed))))
-                sends.extend(self._bounce_notices(case, mail, failed))
-            else:
-                self._event(case.key, f"bounce {mail.message_id} recorded, without effect: {no_effect}")
-        if kind == EntryKind.MAIL and role == Role.CUSTOMER:
-            case = self._cancel_held(case, mail, now)
-        if case.status != CaseStatus.CLOSED:
-            case = case.with_(next_action=plan_next(case, self.policy))
+        report.opened += isinstance(decision.lands, Opened)
         report.threaded += 1
-        how = found.rule.value if found.rule else "new"
-        self._event(case.key, f"{kind.value} from {mail.from_addr or '?'} ({role.value}) by {how}; "
-                              f"status {before.value} → {case.status.value}")
+        case = decision.case
         held: dict[str, Message] = {}  # action id → what the receipt says about a mail that waits
-        for send in sends:
+        for send in decision.sends:
             send = held_receipt(send, held, case.effective_language)
             wait, recorded = self._record_intent(case, case, send, now, report, hold_over_cap=True)
             if wait is not None:
                 held[send.action_id] = held_message(send, *wait, calendar_for(case, self.policy).zone)
             case = recorded if recorded is not None else case  # the next mail (a receipt) sees the closure
-        if sends and case.status != CaseStatus.CLOSED:
+        if decision.sends and case.status != CaseStatus.CLOSED:
             # A reminder sent now (`#remind now`) moves the next step: plan it from the case as it is.
             case = case.with_(next_action=plan_next(case, self.policy))
         # One write of the case for the mail, with what it sends on its timeline (the batch commits both).
         self.store.put_case(case)
         self.store.remember(mail.message_id, case.key)
 
-    def _unmatched(self, mail: InboundMail, role: Role, commands: list, now: datetime, report: CycleReport,
-                   reason: str) -> None:
+    def _unmatched(self, mail: InboundMail, decision: Decision, now: datetime, report: CycleReport) -> None:
+        reason = decision.lands.reason if isinstance(decision.lands, Unmatched) else ""
         self.store.add_unmatched({
             "message_id": mail.message_id, "subject": mail.subject, "from": mail.from_addr,
-            "role": role.value, "date": mail_date(mail, now).isoformat(), "reason": reason,
+            "role": decision.role.value, "date": mail_date(mail, now).isoformat(), "reason": reason,
             "flags": sorted(f.value for f in mail.flags),
         })
         self.store.remember(mail.message_id, "", "unmatched")
         report.unmatched += 1
-        self._event(None, f"unmatched {mail.message_id} from {mail.from_addr or '?'}: {reason}")
-        if commands and role == Role.ENGINEER:
-            _, sends = apply_commands(None, mail, role, commands, now, self.policy, self.settings.bot.language)
+        if decision.sends:
             # No case to record on: the receipt shows the mail's own subject where a case's title would be.
             shown = outside_case(strip_prefixes(mail.subject), mail.subject, self.settings.bot.language, now)
-            for send in sends:
+            for send in decision.sends:
                 self._record_send(None, send, now, report, shown=shown)
-
-    def _forged(self, case: Case, mail: InboundMail, why: str, now: datetime) -> tuple[Case, list[SendMail]]:
-        """A mail that claims an engineer and failed authentication: noted on the case, and one notice a
-        day per sender tells the case's engineers (it quotes the mail inert: no link survives)."""
-        sender = mail.from_addr or "an unknown sender"
-        self._event(case.key, f"mail {mail.message_id} claims {sender} but failed authentication: {why}",
-                    logging.WARNING)
-        case = case.with_(notes=(*case.notes, f"{now.isoformat()} refused: mail from {sender} failed "
-                                              f"authentication ({why})"))
-        if not case.engineers:
-            return case, []
-        reason = message("forged", sender=sender, why=why)
-        return case, [sender_notice(case, mail, reason, "forged", now, self.policy)]
-
-    def _hold_for_out_of_office(self, case: Case, mail: InboundMail, now: datetime) -> tuple[Case, list[SendMail]]:
-        """Hold reminders until the customer is back — at most `max_out_of_office_days` after the reply
-        (a typo, `back on 2031-04-14`, must not silence a case for years), and never shorter than a hold an
-        engineer set. When that moves the next reminder by more than a week, the engineers are told once."""
-        sent = mail_date(mail, now).astimezone(self.settings.bot.zone).date()
-        back = return_date(mail.new_text, sent)
-        if back is None:
-            return case, []
-        limit = self.settings.followup.max_out_of_office_days
-        capped = back > sent + timedelta(days=limit)
-        cal = calendar_for(case, self.policy)
-        until = cal.first_opening(cal.next_workday(min(back, sent + timedelta(days=limit))))
-        if case.snoozed_until is not None and case.snoozed_until >= until:
-            return case, []  # an engineer's own hold (`#snooze`) is longer: it stands
-        local = f"{until.astimezone(cal.zone):%Y-%m-%d %H:%M}"
-        self._event(case.key, f"out-of-office until {back}: reminders held until {local}"
-                              + (f" (at most {limit} days)" if capped else ""))
-        before = plan_next(case, self.policy)
-        held = case.with_(snoozed_until=until)
-        after = plan_next(held, self.policy)
-        if before is None or after is None or after.due - before.due <= timedelta(days=7) or not case.engineers:
-            return held, []
-        why = message("ooo.held_capped" if capped else "ooo.held", back=back, limit=limit, until=local,
-                      before=f"{before.due.astimezone(cal.zone):%Y-%m-%d %H:%M}",
-                      after=f"{after.due.astimezone(cal.zone):%Y-%m-%d %H:%M}")
-        return held, [SendMail(
-            action_id=f"{case.key}/ooo/{until.astimezone(cal.zone).date().isoformat()}", case_key=case.key,
-            kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
-            receipt=Receipt("", False, localized(why, False, case.effective_language), (mail.subject,), kind="ooo"),
-        )]
-
-    def _cancel_held(self, case: Case, mail: InboundMail, now: datetime) -> Case:
-        """A customer of the case replied: a reminder or closure that waits for a later opening (held by the
-        daily cap) must not go out after it. Taken off the ledger and off the timeline."""
-        replied = any(e.message_id == mail.message_id and e.role == Role.CUSTOMER for e in case.timeline)
-        if not replied or self.quiet:
-            return case
-        for entry in self.store.outbox_pending():
-            if (entry["case"] != case.key or not entry.get("not_before")
-                    or entry["kind"] not in (EntryKind.REMINDER.value, EntryKind.CLOSURE.value)):
-                continue
-            self.store.outbox_finish(entry["action_id"], "cancelled", at=now.isoformat(),
-                                     reason=f"the customer replied first ({mail.message_id})")
-            case = case.with_(timeline=tuple(e for e in case.timeline if e.message_id != entry["message_id"]),
-                              reminders_sent=case.reminders_sent - (entry["kind"] == EntryKind.REMINDER.value),
-                              notes=(*case.notes, f"{now.isoformat()} held {entry['kind']} cancelled: "
-                                                  "the customer replied before it went out"))
-            self._event(case.key, f"held {entry['kind']} {entry['message_id']} cancelled: the customer replied")
-        return case
-
-    def _bounce_effect(self, case: Case, mail: InboundMail) -> tuple[tuple[str, ...], str]:
-        """The customers a bounce proves unreachable, or () and why it proves nothing. Anyone can send a
-        mail that looks like a bounce (`X-Failed-Recipients`, a MAILER-DAEMON From): only a real delivery
-        report (RFC 3464) about a mail this bot sent for this case counts, and only for that case's
-        customers (the bot's mail of a case goes to its customers; an engineer is never marked)."""
-        if not mail.is_dsn:
-            return (), "not a delivery status report (RFC 3464)"
-        # The returned message's own Message-ID comes first; In-Reply-To and References follow, and may
-        # name a mail of the bot's that this report is not about.
-        returned = mail.bounced_message_ids[:1]
-        if not any((seen := self.store.seen(mid)) and seen.get("place") == "out" and seen.get("case") == case.key
-                   for mid in returned):
-            return (), "not about a mail this bot sent for the case"
-        # Only a reminder or closure went to the customers: a report about a receipt or a notice (mail to
-        # the engineers) proves nothing about a customer's address.
-        to_customers = {e.message_id for e in case.timeline
-                        if e.direction == "out" and e.kind in (EntryKind.REMINDER, EntryKind.CLOSURE)}
-        if not to_customers.intersection(returned):
-            return (), "about a mail the bot sent to the engineers, not to the customers"
-        customers = {c.lower() for c in case.customers}
-        failed = tuple(a for a in mail.bounced_recipients if a.lower() in customers)
-        return failed, "" if failed else "names none of the case's customers"
-
-    def _bounce_notices(self, case: Case, mail: InboundMail, failed: tuple[str, ...]) -> list[SendMail]:
-        if not case.engineers or not failed:
-            return []
-        why = message("bounce", addresses=", ".join(failed))
-        return [SendMail(
-            action_id=f"{case.key}/bounce/{','.join(sorted(failed))}", case_key=case.key,
-            kind=EntryKind.RECEIPT, template="notice", to=case.engineers,
-            receipt=Receipt("", False, localized(why, False, case.effective_language), (mail.subject,),
-                            kind="bounce"),
-        )]
 
     # --- sending -----------------------------------------------------------------------------------
 
@@ -701,40 +545,25 @@ class Service:
         log.log(level, "%s %s", key or "-", redact(message))
 
 
-def unmatched_reason(key: str | None, automatic: bool) -> str:
-    if not key:
-        return "no case key and no known thread"
-    if automatic:
-        return "automatic mail for an unknown case"
-    return (f"case key {key} is not in use, and only an engineer's mail opens a case "
-            '([cases] opened_by = "engineer")')
-
-
 def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dict[str, Any]:
-    """How the bot reads one message, without changing anything (for `mailbot explain`)."""
+    """How the bot reads one message, without changing anything (for `mailbot explain`): the same
+    `decide_mail` that `apply` follows, on the store as it is now, worded."""
     if isinstance(mail, ParseFailure):
         return {"message_id": None, "subject": None, "from": None, "role": None, "flags": [],
                 "case_key": None, "matched_by": None, "commands": [], "quarantine": mail.reason,
                 "lands": f"quarantine: {mail.reason}"}
     s = service_like
-    role = sender_role(mail, s.settings.engineers, s.settings.bot.address)
-    # As in `apply`: a mail that claims an engineer and fails our server's verdict is an outsider's.
-    authentication = None
-    if role == Role.ENGINEER and s.policy.trusted_authserv_ids:
-        authentication = authentication_failed(mail, s.policy.trusted_authserv_ids) or "pass"
-        if authentication != "pass":
-            role = Role.OTHER
-    found = match(mail, s.settings.cases.patterns, s.settings.cases.tracking_token, s.index)
+    found, decision = s.decide(mail, datetime.now(UTC))
+    role = decision.role
     commands = find_commands(mail.new_text)
-    # The same decisions `apply` takes, in words (with the store as it is now).
     if s.store.seen(mail.message_id) is not None:
         lands = "duplicate: this Message-ID is already recorded, the mail changes nothing"
-    elif found.key and s.store.get_case(found.key) is not None:
-        lands = f"threaded into the existing case {found.key}"
-    elif found.key and not mail.flags and (role == Role.ENGINEER or s.settings.cases.opened_by == "anyone"):
-        lands = f"opens the new case {found.key}"
+    elif isinstance(decision.lands, Threaded):
+        lands = f"threaded into the existing case {decision.lands.key}"
+    elif isinstance(decision.lands, Opened):
+        lands = f"opens the new case {decision.lands.key}"
     elif found.key:
-        lands = f"unmatched: {unmatched_reason(found.key, bool(mail.flags))}"
+        lands = f"unmatched: {decision.lands.reason}"
     else:
         lands = "unmatched: no case key and no known thread (listed by `mailbot cases`)"
     return {
@@ -745,7 +574,7 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
         "from": mail.from_addr,
         "from_name": mail.from_name,
         "from_count": mail.from_count,
-        "authentication": authentication,  # None: not checked (not an engineer, or no trusted server set)
+        "authentication": decision.authentication,  # None: not checked (not an engineer, or no trusted server set)
         "is_dsn": mail.is_dsn,
         "to": list(mail.to),
         "cc": list(mail.cc),

@@ -82,7 +82,7 @@ def test_a_date_the_calendar_cannot_use_is_no_return_date(text: str, expected: d
 @pytest.mark.parametrize("text", ["back on 3 January", "1月3日返回", "Back on 9999-12-31", "back on 0001-01-02"])
 def test_no_date_raises_and_every_answer_is_usable_by_the_calendar(text: str, sent: date) -> None:
     back = return_date(text, sent)
-    if back is not None:  # what the service does with it (Service._hold_for_out_of_office)
+    if back is not None:  # what a case does with it (mailbot.inbound._hold_for_out_of_office)
         cal = make_calendar(from_dict({}, Path(".")))
         cal.into_working_hours(datetime.combine(cal.next_workday(back), time(0, 0), tzinfo=cal.zone))
 
