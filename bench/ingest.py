@@ -5,7 +5,7 @@ the same files in the same run. Target (issue 7): ingest total time ≤ 1.5 × m
                                      [--parse-workers 0] [--profile FILE.prof]
 
 The ingest is `run --once` as configured by default: `[bot] parse_workers = 0`, one parse worker per core
-(mailbot/parsers.py). For reference the same ingest is also measured with everything in the bot's own
+(mailbot/parse/pool.py). For reference the same ingest is also measured with everything in the bot's own
 process (`parse_workers = 1`). With --repeat N each is measured N times and the best of each is kept.
 """
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import copy_maildir, emit, generate, last_date, time_mailparser, timed_ingest, write_maildir  # noqa: E402
 
-from mailbot.parsers import make_parser  # noqa: E402
+from mailbot.parse.pool import make_parser  # noqa: E402
 
 TARGET = 1.5
 

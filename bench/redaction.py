@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from redaction_corpus import hostile_html, hostile_shapes, load, score  # noqa: E402
 
-from mailbot.htmltext import html_to_text  # noqa: E402
-from mailbot.redact import redact, redact_html  # noqa: E402
+from mailbot.parse.htmltext import html_to_text  # noqa: E402
+from mailbot.parse.redact import redact, redact_html  # noqa: E402
 
 
 def timed(fn: Callable[[str], str], text: str, runs: int = 3) -> float:

@@ -43,6 +43,7 @@ class Policy:
     language: str = "zh-CN"
     tracking_token: re.Pattern[str] | None = None
     zone: ZoneInfo | None = None  # None: the calendar's
+    daily_cap: int = 3  # reminders and closures per recipient per local day ([smtp] max_per_recipient_per_day)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mailbot.config import Settings
 from mailbot.decide import SendMail
 from mailbot.mailbox.imap import ImapMailbox
 from mailbot.models import Case, CaseStatus, EntryKind, InboundMail
-from mailbot.parsers import MIN_BATCH, PoolParser, cores, make_parser
+from mailbot.parse.pool import MIN_BATCH, PoolParser, cores, make_parser
 from mailbot.render import LANGUAGES, TEMPLATE_NAMES, Identity, environment, render_parts
 from mailbot.render import context as render_context
 from mailbot.wiring import make_calendar, make_transport, open_store

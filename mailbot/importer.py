@@ -18,7 +18,7 @@ from mailbot.config import Settings
 from mailbot.decide import replan_from
 from mailbot.mailbox.base import FetchedMail
 from mailbot.mailbox.memory import MemoryMailbox
-from mailbot.parsers import parse_in_batches
+from mailbot.parse.pool import parse_in_batches
 from mailbot.service import CycleReport
 from mailbot.store import Store
 from mailbot.wiring import RuntimeProblem, make_service
@@ -83,7 +83,7 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
         with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                       TimeElapsedColumn(), disable=as_json, transient=False) as progress:
             task = progress.add_task("import", total=len(mails), rate="")
-            # Parsed on every core (mailbot.parsers) while this loop applies, oldest first.
+            # Parsed on every core (mailbot.parse.pool) while this loop applies, oldest first.
             parsed = parse_in_batches(service.parser, [m.raw for m in mails], COMMIT_EVERY)
             for i, (fetched, mail) in enumerate(zip(mails, parsed, strict=True), 1):
                 # The service records an unreadable mail in the quarantine once, under this ref: `import:`

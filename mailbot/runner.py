@@ -66,7 +66,7 @@ def run_forever(service: Any, settings: Settings, fixed_now: datetime | None = N
         except Exception:  # the next sweep tries again; a failure must not kill the scheduler thread
             log.exception("- sweep failed")
 
-    # The parse workers are forked now, while this is the only thread (mailbot.parsers says why).
+    # The parse workers are forked now, while this is the only thread (mailbot.parse.pool says why).
     service.parser.start()
     scheduler = make_scheduler(sweep, settings.followup.sweep_seconds)
     scheduler.start()

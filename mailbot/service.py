@@ -17,16 +17,17 @@ from mailbot.calendar import BusinessCalendar
 from mailbot.cases import closed, mail_date, record_outbound
 from mailbot.commands import find_commands, held_message, held_receipt
 from mailbot.config import Settings
-from mailbot.decide import Policy, Receipt, SendMail, calendar_for, due_now, plan_next, reason_not_to_answer
+from mailbot.decide import Policy, Receipt, SendMail, calendar_for, plan_next, reason_not_to_answer
 from mailbot.inbound import Decision, Facts, HeldMail, Opened, Threaded, Unmatched, decide_mail, returned_ids
 from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
 from mailbot.messages import Message, localized, message
 from mailbot.models import Case, CaseMatch, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure
-from mailbot.parsers import InlineParser, Parser, parse_fetched
-from mailbot.redact import redact
+from mailbot.parse.pool import InlineParser, Parser, parse_fetched
+from mailbot.parse.redact import redact
 from mailbot.render import NO_CASE, Identity, TemplateProblem, environment, outbound, outside_case
 from mailbot.store import Store, StoreCorrupt
+from mailbot.sweep import DueFacts, decide_due, over_cap, planned, silent_business_days
 from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
 
 log = logging.getLogger("mailbot")
@@ -88,6 +89,7 @@ def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
         language=settings.bot.language,
         tracking_token=settings.cases.tracking_token,
         zone=settings.bot.zone,
+        daily_cap=settings.smtp.max_per_recipient_per_day,
     )
 
 
@@ -281,11 +283,18 @@ class Service:
                 case = self.store.get_case(key)
                 if case is None:
                     continue
-                for send in due_now(case, now, self.policy):
-                    self._record_send(case, send, now, report)
-                updated = self.store.get_case(key)
-                if updated is not None and updated.status != CaseStatus.CLOSED:
-                    self.store.put_case(updated.with_(next_action=plan_next(updated, self.policy)))
+                decision = decide_due(case, DueFacts(), self.policy, now)
+                if decision.due:  # ask the store about the mails due now, then decide knowing it
+                    decision = decide_due(case, self._due_facts(decision.due, now), self.policy, now)
+                for event in decision.events:
+                    self._event(event.key, event.text, event.level)
+                report.deferred += decision.deferred
+                updated = case
+                for send in decision.sends:
+                    _, recorded = self._record_intent(case, updated, send, now, report)
+                    updated = recorded if recorded is not None else updated
+                # One write of the case for the sweep, with its sends on the timeline and its next step.
+                self.store.put_case(decision.case if updated is case else planned(updated, self.policy))
             # No commit of its own: flush_outbox marks the new mails attempted and commits that together
             # with their records and the cases (one rewrite of the unsent shards instead of two).
             self.flush_outbox(now, report)
@@ -298,15 +307,15 @@ class Service:
         end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=zone)
         return self.store.sends_since(address, start) - self.store.sends_since(address, end)
 
-    def _over_cap(self, send: SendMail, now: datetime) -> Message | None:
-        if send.kind == EntryKind.RECEIPT:
-            return None
+    def _due_facts(self, due: tuple[SendMail, ...], now: datetime) -> DueFacts:
         today = now.astimezone(self.settings.bot.zone).date()
-        cap = self.settings.smtp.max_per_recipient_per_day
-        for address in send.to:
-            if self._sent_on(address, today) >= cap:
-                return message("held.daily_cap", address=address, cap=cap)
-        return None
+        return DueFacts(sent_today={a: self._sent_on(a, today) for s in due for a in s.to},
+                        known_actions=frozenset(s.action_id for s in due
+                                                if self.store.outbox_entry(s.action_id) is not None))
+
+    def _over_cap(self, send: SendMail, now: datetime) -> Message | None:
+        today = now.astimezone(self.settings.bot.zone).date()
+        return over_cap(send, {a: self._sent_on(a, today) for a in send.to}, self.policy.daily_cap)
 
     def _release_time(self, case: Case, send: SendMail, now: datetime) -> datetime:
         """When a mail over today's cap may go: the first opening of a later business day (in the case's
@@ -398,16 +407,7 @@ class Service:
         return wait, recorded
 
     def silent_business_days(self, case: Case, now: datetime) -> int:
-        if case.last_engineer_mail is None:
-            return 0
-        cal = calendar_for(case, self.policy)
-        day = case.last_engineer_mail.astimezone(cal.zone).date()
-        end = now.astimezone(cal.zone).date()
-        n = 0
-        while day < end and n < 365:
-            day = cal.next_workday(day)
-            n += day <= end
-        return n
+        return silent_business_days(case, self.policy, now)
 
     def flush_outbox(self, now: datetime, report: CycleReport | None = None) -> None:
         """Send what is recorded and not yet confirmed; after a crash, first ask whether it went out."""

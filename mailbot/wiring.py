@@ -17,7 +17,7 @@ from mailbot.store import Store, StoreCorrupt
 if TYPE_CHECKING:
     from mailbot.calendar import BusinessCalendar
     from mailbot.mailbox.base import Mailbox
-    from mailbot.parsers import Parser
+    from mailbot.parse.pool import Parser
     from mailbot.service import Service
     from mailbot.transport import Transport
 
@@ -144,7 +144,7 @@ def make_service(settings: Settings, store: Store, mailbox: Mailbox | None = Non
     """The service as `mailbot run` has it. `mailbox`, `transport` and `parser` replace the configured ones
     (a memory twin in `explain` and the tests; the parse workers of `[bot] parse_workers` by default)."""
     # Slow (mail-parser, jinja2, the redaction patterns: ~0.6 s): the read-only commands need none of it.
-    from mailbot.parsers import make_parser
+    from mailbot.parse.pool import make_parser
     from mailbot.service import Service
 
     mailbox = mailbox if mailbox is not None else make_mailbox(settings, store, once)

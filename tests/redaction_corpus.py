@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mailbot.models import InboundMail
 from mailbot.parse import parse
-from mailbot.redact import redact
+from mailbot.parse.redact import redact
 
 LABELLED = Path(__file__).resolve().parent / "data" / "redaction" / "labelled.jsonl"
 

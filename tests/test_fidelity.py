@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mailbot import charsets
 from mailbot.cli import main
 from mailbot.models import InboundMail, ParseFailure
-from mailbot.parse import parse
+from mailbot.parse import charsets, parse
 
 CUSTOMER = "yang@customer.example"
 

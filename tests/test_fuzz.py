@@ -24,7 +24,7 @@ from mailbot.match import Index, match, title_of
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.ooo import return_date
 from mailbot.parse import parse
-from mailbot.redact import redact
+from mailbot.parse.redact import redact
 
 EXAMPLES = int(os.environ.get("MAILBOT_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(

@@ -17,12 +17,12 @@ import pytest
 
 from mailbot.commands import MAX_COMMANDS, find_commands
 from mailbot.config import from_dict
-from mailbot.htmltext import CUT_MARK, MAX_HTML_TAGS, html_to_text
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import MAX_HEADER_CHARS, MAX_MIME_PARTS, _decode_words, _message_from_bytes, parse
-from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser
+from mailbot.parse.htmltext import CUT_MARK, MAX_HTML_TAGS, html_to_text
+from mailbot.parse.pool import MIN_BATCH, InlineParser, PoolParser
 from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport

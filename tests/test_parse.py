@@ -19,7 +19,7 @@ from mailbot.config import EngineerSettings
 from mailbot.models import Attachment, ClosureFields, Flag, InboundMail, ParseFailure, Role
 from mailbot.ooo import return_date
 from mailbot.parse import decode_header_value, parse
-from mailbot.quotes import split_reply
+from mailbot.parse.quotes import split_reply
 from mailbot.roles import sender_role
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -806,7 +806,7 @@ def test_bare_cr_mail_is_read() -> None:
 
 
 def test_html_comments_are_dropped_in_one_pass_and_an_unclosed_one_runs_to_the_end() -> None:
-    from mailbot.htmltext import html_to_text
+    from mailbot.parse.htmltext import html_to_text
 
     assert html_to_text("<p>a<!-- hidden --></p><!--[if mso]><p>outlook only</p><![endif]--><p>b</p>") == "a\n\nb"
     assert html_to_text("<p>kept</p><!-- never closed <p>gone</p>") == "kept"
@@ -814,7 +814,7 @@ def test_html_comments_are_dropped_in_one_pass_and_an_unclosed_one_runs_to_the_e
 
 
 def test_html_that_never_closes_its_tags_reads_as_text() -> None:
-    from mailbot.htmltext import html_to_text
+    from mailbot.parse.htmltext import html_to_text
 
     assert html_to_text("<p>hello</p><a <a x") == "hello\n<a <a x"
     assert html_to_text("<b>bold</b> 1 < 2") == "bold 1 < 2"

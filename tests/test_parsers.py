@@ -1,4 +1,4 @@
-"""Parsing a batch on every core (mailbot.parsers): the same mails as in-process, in the same order, and
+"""Parsing a batch on every core (mailbot.parse.pool): the same mails as in-process, in the same order, and
 nothing lost when a worker dies, when threads forbid forking, or when the bot itself is killed."""
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 from conftest import base_config
 
-from mailbot import cli, importer, parsers
+from mailbot import cli, importer
 from mailbot import service as service_module
 from mailbot.config import from_dict
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import parse
-from mailbot.parsers import MIN_BATCH, InlineParser, PoolParser, make_parser, parse_in_batches
+from mailbot.parse import pool as pool_module
+from mailbot.parse.pool import MIN_BATCH, InlineParser, PoolParser, make_parser, parse_in_batches
 from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
@@ -41,7 +42,7 @@ BROKEN = b"\x00\x01 no headers at all"
 
 @pytest.fixture
 def pool():
-    # Workers are forked only while this is the process's only thread (mailbot.parsers says why): a thread
+    # Workers are forked only while this is the process's only thread (mailbot.parse.pool says why): a thread
     # left running by an earlier test would silently turn these tests into in-process ones.
     deadline = time.monotonic() + 5
     while threading.active_count() > 1 and time.monotonic() < deadline:
@@ -131,7 +132,7 @@ def test_no_fork_while_another_thread_runs(pool: PoolParser) -> None:
 
 
 def test_a_batch_too_big_to_copy_is_parsed_in_process(pool: PoolParser, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parsers, "MAX_BATCH_BYTES", sum(map(len, RAWS)) - 1)
+    monkeypatch.setattr(pool_module, "MAX_BATCH_BYTES", sum(map(len, RAWS)) - 1)
     assert list(pool.parse_all(RAWS)) == [parse(r) for r in RAWS]
     assert not pool.running
 
@@ -142,7 +143,7 @@ def test_a_bug_in_parse_quarantines_one_mail_not_the_batch(monkeypatch: pytest.M
             raise KeyError("boom")
         return parse(raw)
 
-    monkeypatch.setattr(parsers, "parse", buggy)
+    monkeypatch.setattr(pool_module, "parse", buggy)
     results = list(InlineParser().parse_all(RAWS[:6]))
     assert isinstance(results[3], ParseFailure) and "internal error while parsing: KeyError" in results[3].reason
     assert all(isinstance(r, InboundMail) for i, r in enumerate(results) if i != 3)
@@ -152,14 +153,14 @@ def test_parse_workers_setting() -> None:
     assert isinstance(make_parser(1), InlineParser)
     assert isinstance(make_parser(3), PoolParser) and make_parser(3).workers == 3
     auto = make_parser(0)
-    assert auto.workers == min(parsers.cores(), parsers.MAX_WORKERS)
+    assert auto.workers == min(pool_module.cores(), pool_module.MAX_WORKERS)
 
 
 _KILLED_BOT = """
 import sys, time
 sys.path.insert(0, {bench!r})
 from generate import generate
-from mailbot.parsers import PoolParser
+from mailbot.parse.pool import PoolParser
 pool = PoolParser(2)
 list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
 import faulthandler
@@ -174,7 +175,7 @@ _FORGETFUL_BOT = """
 import sys
 sys.path.insert(0, {bench!r})
 from generate import generate
-from mailbot.parsers import PoolParser
+from mailbot.parse.pool import PoolParser
 pool = PoolParser(2)
 list(pool.parse_all([m.raw for m in generate(40, 10, seed=3)]))
 print("parsed", flush=True)

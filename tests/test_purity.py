@@ -20,8 +20,9 @@ import pytest
 import mailbot
 
 PURE = ["models", "parse", "parse.headers", "parse.repair", "parse.addresses", "parse.flags", "parse.body",
-        "parse.mail", "quotes", "htmltext", "redact", "match", "commands", "ooo", "cases", "decide",
-        "calendar", "render", "compose", "roles", "authres", "text", "mailbox.checkpoint", "inbound"]
+        "parse.mail", "parse.quotes", "parse.htmltext", "parse.redact", "parse.charsets", "match", "commands",
+        "ooo", "cases", "decide", "calendar", "render", "compose", "roles", "authres", "text", "mailbox.checkpoint",
+        "inbound", "sweep"]
 FORBIDDEN = ["imapclient", "smtplib", "tinydb", "apscheduler", "socket", "filelock"]
 PACKAGE = Path(mailbot.__file__).resolve().parent
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailbot.redact import MASK, contains_secret, redact, redact_html
+from mailbot.parse.redact import MASK, contains_secret, redact, redact_html
 
 MASKED = [
     # labelled values, Chinese and English, full- and half-width colons

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 from redaction_corpus import HTML_SHAPES, SHAPES, hostile_shapes, load, score
 
-from mailbot.htmltext import html_to_text
-from mailbot.redact import redact, redact_html
+from mailbot.parse.htmltext import html_to_text
+from mailbot.parse.redact import redact, redact_html
 
 
 def test_the_labelled_set_covers_both_languages_and_the_look_alikes() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from mailbot.config import ConfigError, Settings, from_dict
 from mailbot.mailbox.memory import MemoryMailbox
-from mailbot.parsers import InlineParser
+from mailbot.parse.pool import InlineParser
 from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport, OutboxDirTransport

@@ -17,12 +17,12 @@ import mailparser
 import mailparser.core
 import mailparser.utils
 
-from mailbot import charsets
-from mailbot.htmltext import html_to_text
+import mailbot.parse.charsets as charsets
 from mailbot.models import Attachment
 from mailbot.parse.headers import _decode_header_linear, decode_header_value
-from mailbot.quotes import cut_html_history
-from mailbot.redact import redact, redact_html
+from mailbot.parse.htmltext import html_to_text
+from mailbot.parse.quotes import cut_html_history
+from mailbot.parse.redact import redact, redact_html
 
 # mail-parser logs every defect at WARNING; defects are normal in real mail and we report them ourselves.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL)

@@ -15,7 +15,7 @@ from email.header import Header, decode_header, ecre
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from mailbot import charsets
+import mailbot.parse.charsets as charsets
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _FOLD = re.compile(r"\r?\n[ \t]+")

@@ -13,9 +13,9 @@ from mailbot.parse.addresses import _address_problems, _addresses, _mailboxes
 from mailbot.parse.body import TooManyParts, _attachments, _body_text, _MailParser
 from mailbot.parse.flags import _bounced_original, _flags
 from mailbot.parse.headers import _FOLD, _charset_hint, _date, _Headers, _ids, _unraw, decode_header_value
+from mailbot.parse.quotes import split_reply
+from mailbot.parse.redact import redact
 from mailbot.parse.repair import _repair_header_block, _skip_stray_lines
-from mailbot.quotes import split_reply
-from mailbot.redact import redact
 
 
 def parse(raw: bytes) -> InboundMail | ParseFailure:

@@ -41,7 +41,7 @@ from typing import Protocol
 
 from mailbot.mailbox.base import FetchedMail
 from mailbot.models import InboundMail, ParseFailure
-from mailbot.parse import parse
+from mailbot.parse.mail import parse
 
 log = logging.getLogger("mailbot")
 
