@@ -229,8 +229,7 @@ class Service:
         (`decide_mail` says whose), and importing history cancels nothing: the ledger is not read then."""
         if case is None or mail.flags or self.quiet:
             return ()
-        return tuple(HeldMail(e["action_id"], e["message_id"], e["kind"]) for e in self.store.outbox_pending()
-                     if e["case"] == case.key and e.get("not_before"))
+        return tuple(HeldMail(e["action_id"], e["message_id"], e["kind"]) for e in self.store.outbox_held(case.key))
 
     def apply(self, mail: InboundMail, now: datetime, report: CycleReport) -> None:
         """Decide what the mail does, then carry it out: cancel, record the mail and its sends, save."""

@@ -764,6 +764,12 @@ class Store:
     def outbox_pending(self) -> list[dict[str, Any]]:
         return sorted((_public(d) for d in self.unsent.docs()), key=lambda d: d.get("recorded", ""))
 
+    def outbox_held(self, case_key: str) -> list[dict[str, Any]]:
+        """The case's unsent mail that waits for a later time (`not_before`), oldest first. Asked for many
+        incoming mails: it copies only the matches, not the whole unsent ledger."""
+        held = (_public(d) for d in self.unsent.docs() if d.get("case") == case_key and d.get("not_before"))
+        return sorted(held, key=lambda d: d.get("recorded", ""))
+
     def outbox_entries(self) -> Iterator[dict[str, Any]]:
         """Every mail the ledger knows, unsent first (reads all of it: for checks, not for the bot's work)."""
         for doc in (*self.unsent.docs(keep=False), *self.finished.docs()):
