@@ -13,23 +13,14 @@ from pathlib import Path
 import pytest
 
 from mailbot.mailbox.maildir import deliver
+from tests.conftest import CONFIG as MINIMAL_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from generate import generate  # noqa: E402
 
-CONFIG = """
-[bot]
-address = "casebot@support.example"
-state_dir = "state"
-[engineers]
-domains = ["support.example"]
-[mailbox]
-path = "maildir"
-poll_seconds = 1
-[followup]
-sweep_seconds = 1
-"""
+# The minimal config, polling and sweeping every second (the [mailbox] table is the last one in it).
+CONFIG = MINIMAL_CONFIG + 'poll_seconds = 1\n[followup]\nsweep_seconds = 1\n'
 
 
 def mailbot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
