@@ -5,11 +5,10 @@ from __future__ import annotations
 import email
 import logging
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from email.policy import default
-from email.utils import format_datetime, make_msgid
 
 import pytest
+from trustlife import BOT, CUSTOMER, ENGINEER, KEY, SUBJECT, at, mail
 
 from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import CaseStatus, EntryKind
@@ -17,34 +16,6 @@ from mailbot.service import Service
 from mailbot.store import Store
 from mailbot.transport import MemoryTransport
 from mailbot.wiring import make_calendar
-
-KEY = "CAS-04027-B7D2Z5"
-SUBJECT = f"[案例号: {KEY} ] % 某单位终端频繁蓝屏 % 初次响应 CMIT:0001247"
-ENGINEER = "liqi@support.example"
-CUSTOMER = "yang@customer.example"
-BOT = "casebot@support.example"
-
-
-def at(s: str) -> datetime:
-    return datetime.fromisoformat(s).astimezone(UTC)
-
-
-def mail(sender: str, to: str, body: str, when: str, subject: str = SUBJECT, cc: str | None = None,
-         headers: dict[str, str] | None = None, in_reply_to: str | None = None) -> bytes:
-    msg = EmailMessage(policy=default)
-    msg["From"] = sender
-    msg["To"] = to
-    if cc:
-        msg["Cc"] = cc
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(at(when))
-    msg["Message-ID"] = make_msgid(domain=sender.split("@")[1])
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    for k, v in (headers or {}).items():
-        msg[k] = v
-    msg.set_content(body)
-    return msg.as_bytes()
 
 
 class Bot:

@@ -31,7 +31,7 @@ def at(s: str) -> datetime:
 
 
 def mail(sender: str, to: str, body: str, when: str, subject: str = SUBJECT, cc: str | None = None,
-         headers: dict[str, str] | None = None, name: str | None = None) -> bytes:
+         headers: dict[str, str] | None = None, name: str | None = None, in_reply_to: str | None = None) -> bytes:
     msg = EmailMessage(policy=default)
     msg["From"] = f"{name} <{sender}>" if name else sender
     msg["To"] = to
@@ -40,6 +40,8 @@ def mail(sender: str, to: str, body: str, when: str, subject: str = SUBJECT, cc:
     msg["Subject"] = subject
     msg["Date"] = format_datetime(at(when))
     msg["Message-ID"] = make_msgid(domain=sender.split("@")[1])
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
     for k, v in (headers or {}).items():
         msg[k] = v
     msg.set_content(body)
