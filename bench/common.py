@@ -28,7 +28,7 @@ from mailbot.config import Settings, from_dict  # noqa: E402
 from mailbot.mailbox.maildir import MaildirMailbox  # noqa: E402
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, NextAction, Role, TimelineEntry  # noqa: E402
 from mailbot.service import CycleReport, Service  # noqa: E402
-from mailbot.store import LAYOUT_VERSION, Store  # noqa: E402
+from mailbot.store.files import LAYOUT_VERSION, Store  # noqa: E402
 from mailbot.wiring import make_service  # noqa: E402
 
 logging.getLogger("mailbot").setLevel(logging.WARNING)

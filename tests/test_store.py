@@ -12,7 +12,9 @@ import pytest
 from tinydb import TinyDB
 
 import mailbot.storage as storage_mod
-import mailbot.store as store_mod
+import mailbot.store.files as store_mod
+import mailbot.store.files.runs as runs_mod
+import mailbot.store.files.tables as tables_mod
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, NextAction, Role, TimelineEntry
 from mailbot.store import Store, StoreCorrupt
 
@@ -414,8 +416,8 @@ def test_a_single_file_commit_needs_no_journal(tmp_path: Path, monkeypatch) -> N
 
 
 def test_the_id_index_stays_a_few_runs_and_finds_everything(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(store_mod, "RUN_PART", 16)  # many part files per run
-    monkeypatch.setattr(store_mod, "FOLD_LIMIT", 40)  # bigger runs take the streaming merge
+    monkeypatch.setattr(runs_mod, "RUN_PART", 16)  # many part files per run
+    monkeypatch.setattr(runs_mod, "FOLD_LIMIT", 40)  # bigger runs take the streaming merge
     root = tmp_path / "store"
     store = Store(root)
     for batch in range(60):
@@ -440,7 +442,7 @@ def test_the_id_index_stays_a_few_runs_and_finds_everything(tmp_path: Path, monk
 
 def test_a_commit_after_a_long_history_writes_a_few_small_files(tmp_path: Path, monkeypatch) -> None:
     """The layout's promise: a write costs what it changes, not what the store holds."""
-    monkeypatch.setattr(store_mod, "_CACHE_BYTES", {k: 64 << 10 for k in store_mod._CACHE_BYTES})  # evict a lot
+    monkeypatch.setattr(tables_mod, "_CACHE_BYTES", {k: 64 << 10 for k in tables_mod._CACHE_BYTES})  # evict a lot
     root = tmp_path / "store"
     store = Store(root)
     for n in range(3000):
@@ -559,10 +561,10 @@ def _layout_3_store(root: Path, journal: list[dict] | None = None) -> None:
     }
     (root / "ledger").mkdir()
     for action_id, doc in ledger.items():
-        n = store_mod._h64(action_id) % 4096
+        n = tables_mod.h64(action_id) % 4096
         (root / "ledger" / f"{n:04d}.json").write_text(
             json.dumps({"_default": {"1": {**doc, "action_id": action_id, "_k": action_id}}}))
-    pending = store_mod._h64("a/reminder/2") % 4096
+    pending = tables_mod.h64("a/reminder/2") % 4096
     (root / "pending_index.json").write_text(json.dumps({"_default": {"1": {"_k": str(pending)}}}))
     if journal is not None:
         entries = {str(i): {"_k": f"{e['t']}/{e['key']}", **e} for i, e in enumerate(journal, 1)}
