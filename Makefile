@@ -13,11 +13,13 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/mailbot demo
 
-# Dovecot for the IMAP tests comes from Debian's packages when it is missing (CI runs as root).
+# Dovecot (IMAP tests), PostgreSQL (store tests) and Chromium (the report page) come from Debian's packages when missing (CI runs as root).
 test: $(BIN)/.installed
 	sh scripts/ensure-dovecot.sh
+	sh scripts/ensure-postgres.sh
+	sh scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
-	MAILBOT_REQUIRE_DOVECOT=1 $(BIN)/python -m pytest -q
+	MAILBOT_REQUIRE_DOVECOT=1 MAILBOT_REQUIRE_POSTGRES=1 MAILBOT_REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -28,12 +30,16 @@ fuzz: $(BIN)/.installed
 # Every figure of bench/README.md (the history and sweep stores are built once, then kept in /tmp).
 bench: $(BIN)/.installed
 	sh scripts/ensure-dovecot.sh
+	sh scripts/ensure-postgres.sh
 	$(BIN)/python bench/ingest.py --repeat 3
 	$(BIN)/python bench/history.py --cache /tmp/mailbot-history --repeat 2
 	$(BIN)/python bench/sweep.py --repeat 3 --cache /tmp/mailbot-sweep
 	$(BIN)/python bench/sweep.py --repeat 2 --cache /tmp/mailbot-sweep --due 500
 	$(BIN)/python bench/idle_latency.py
 	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/store_pg.py
+	$(BIN)/python bench/history_pg.py --cache /tmp/mailbot-history
+	$(BIN)/python bench/store_roundtrip.py --cache /tmp/mailbot-history
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -76,6 +76,20 @@ def build(root: Path, cases: int, ids_per_case: int, sent_per_case: int = 2) -> 
     return time.perf_counter() - start
 
 
+def cached_history(cache: Path, cases: int, ids_per_case: int, sent_per_case: int) -> tuple[Path, float | None]:
+    """The history store kept in `cache` (built first, in a subprocess, when missing or of an older layout);
+    returns its path and the build's seconds (None: reused). bench/store_roundtrip.py and history_pg.py share it."""
+    history = cache / f"store-{cases}x{ids_per_case}-s{sent_per_case}"
+    if cached_store_is_current(history):
+        return history, None
+    if history.exists():
+        shutil.rmtree(history)
+    # In a subprocess, so that the caller stays small (children inherit its ru_maxrss).
+    built = run_child("--build", str(history), "--cases", str(cases), "--ids-per-case", str(ids_per_case),
+                      "--sent-per-case", str(sent_per_case))["seconds"]
+    return history, float(built)  # type: ignore[arg-type]
+
+
 def measure(work: Path, now: datetime) -> dict[str, object]:
     """In the subprocess: one run_once into work/state/store over work/maildir."""
     seconds, report, store = timed_ingest(work, now)
@@ -112,16 +126,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-history-"))
     try:
-        cache = args.cache or tmp / "history"
-        history = cache / f"store-{args.cases}x{args.ids_per_case}-s{args.sent_per_case}"
-        built = None
-        if not cached_store_is_current(history):
-            if history.exists():
-                shutil.rmtree(history)
-            # In a subprocess, so that this parent stays small (children inherit its ru_maxrss).
-            built = float(run_child("--build", str(history), "--cases", str(args.cases),  # type: ignore[arg-type]
-                                    "--ids-per-case", str(args.ids_per_case),
-                                    "--sent-per-case", str(args.sent_per_case))["seconds"])
+        history, built = cached_history(args.cache or tmp / "history", args.cases, args.ids_per_case,
+                                        args.sent_per_case)
         files, size = tree_size(history)
         mails = generate(args.messages, args.threads, args.seed)
         now = last_date(mails) + timedelta(minutes=10)

@@ -33,7 +33,7 @@ from mailbot.models import InboundMail, ParseFailure  # noqa: E402
 from mailbot.parse import parse  # noqa: E402
 from mailbot.service import CycleReport, Service  # noqa: E402
 from mailbot.store import Store  # noqa: E402
-from mailbot.transport import MemoryTransport  # noqa: E402
+from mailbot.transport.memory import MemoryTransport  # noqa: E402
 from mailbot.wiring import make_calendar  # noqa: E402
 
 logging.getLogger("mailbot").setLevel(logging.CRITICAL)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _missing_loop() -> str | None:
-    for module in ("mailbot/runner.py", "mailbot/mailbox/imap.py"):
+    for module in ("mailbot/runner.py", "mailbot/mailbox/imap/"):
         if not (ROOT / module).exists():
             return "not yet: needs the IMAP service loop"
     return None

@@ -38,7 +38,7 @@ from common import (  # noqa: E402
     vm_hwm_mb,
 )
 
-from mailbot.decide import plan_next  # noqa: E402
+from mailbot.decide.policy import plan_next  # noqa: E402
 from mailbot.models import CaseStatus  # noqa: E402
 from mailbot.service import make_policy  # noqa: E402
 from mailbot.store import Store  # noqa: E402

@@ -149,7 +149,7 @@ def record_inbound(
     )
     if kind == EntryKind.BOUNCE:
         # Recorded only: whether it marks an address as failed needs the store (is it a real report about
-        # a mail the bot sent?), so the store is asked and mailbot.inbound decides (_bounce_effect).
+        # a mail the bot sent?), so the store is asked and mailbot.decide.inbound decides (_bounce_effect).
         return updated
     if outsider:
         if kind in (EntryKind.MAIL, EntryKind.COMMAND) and mail.from_addr:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ class BotSettings:
     log_level: str
     log_json: bool
     parse_workers: int
+    instance_name: str = ""  # names this process in logs and `mailbot status`; "" → `<hostname>:<pid>`
 
     @property
     def zone(self) -> ZoneInfo:
@@ -68,6 +71,14 @@ class MailboxSettings:
     max_message_bytes: int = 25 * 2**20
     parse_timeout_seconds: int = 10
     max_batch_bytes: int = 32 * 2**20
+    # Several mailboxes (`[mailboxes.NAME]`): the name, and what the cases this mailbox opens take instead of
+    # the global `[bot] address`, `[bot] language`, the templates folder and `[engineers]` ("" / None / (): the
+    # global one). `[mailbox]` alone is the mailbox `default` with no overrides.
+    name: str = "default"
+    address: str = ""
+    language: str = ""
+    templates: Path | None = None
+    engineers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,40 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    kind: str = "files"  # "files": the embedded default; "postgresql": shared by every instance
+    dsn_env: str = "MAILBOT_DATABASE_URL"  # the environment variable that holds the libpq URL or conninfo
+    lease_seconds: float = 15.0  # a mailbox whose instance went silent this long is taken over
+
+
+@dataclass(frozen=True)
+class NudgeSettings:
+    """The engineers' side (issue 17): a customer's reply unanswered this many business hours → a nudge to the
+    case's engineers; still unanswered → one mail to the leads. 0 turns either off."""
+
+    after_business_hours: int = 4
+    escalate_after_business_hours: int = 16
+    leads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """`mailbot report` by mail: the page goes to these addresses on the first business day of each week
+    (the week before's figures); empty = not sent."""
+
+    weekly_to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    at: str = "09:00"  # local time ([bot] timezone) of each business day's digest; "" = off
+
+    @property
+    def time(self) -> time | None:
+        return time.fromisoformat(self.at) if self.at else None
+
+
+@dataclass(frozen=True)
 class Settings:
     bot: BotSettings
     engineers: EngineerSettings
@@ -113,10 +158,35 @@ class Settings:
     followup: FollowupSettings
     security: SecuritySettings
     source: Path | None  # the file these settings came from; None for the built-in defaults
+    store: StoreSettings = StoreSettings()
+    nudge: NudgeSettings = NudgeSettings()
+    digest: DigestSettings = DigestSettings()
+    report: ReportSettings = ReportSettings()
+    # Every mailbox of the deployment, `mailbox` first (`[mailbox]` alone: just that one, named "default").
+    mailboxes: tuple[MailboxSettings, ...] = ()
 
     @property
     def templates_dir(self) -> Path:
-        return Path(__file__).resolve().parent.parent / "templates"
+        return self.mailbox.templates or Path(__file__).resolve().parent.parent / "templates"
+
+    @property
+    def all_mailboxes(self) -> tuple[MailboxSettings, ...]:
+        return self.mailboxes or (self.mailbox,)
+
+    def for_mailbox(self, name: str) -> Settings:
+        """The settings one mailbox works with: its own mailbox, and its address, language, templates and
+        engineers where it sets them. Unknown names are a ConfigError (a typo in `--mailbox`)."""
+        chosen = next((m for m in self.all_mailboxes if m.name == name), None)
+        if chosen is None:
+            known = ", ".join(m.name for m in self.all_mailboxes)
+            raise ConfigError(f"no mailbox {name!r} in the config (mailboxes: {known})")
+        bot = replace(self.bot, address=chosen.address or self.bot.address,
+                      language=chosen.language or self.bot.language)
+        engineers = self.engineers
+        if chosen.engineers:
+            engineers = EngineerSettings(addresses=tuple(e for e in chosen.engineers if "@" in e),
+                                         domains=tuple(e for e in chosen.engineers if "@" not in e))
+        return replace(self, bot=bot, mailbox=chosen, engineers=engineers)
 
 
 # --- the schema: section → key → (default, converter). Converters raise ValueError("expected ...").
@@ -234,6 +304,28 @@ def _hours(v: Any) -> tuple[time, time]:
     return start, end
 
 
+def _positive_seconds(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("expected a number of seconds")
+    if not 0 < v <= 86400:  # NaN fails this too
+        raise ValueError("expected a number of seconds > 0 (at most 86400)")
+    return float(v)
+
+
+def _env_name(v: Any) -> str:
+    s = _str(v)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", s):
+        raise ValueError("expected the name of an environment variable, like MAILBOT_DATABASE_URL")
+    return s
+
+
+def _clock(v: Any) -> str:
+    s = _str(v).strip()
+    if s and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", s):
+        raise ValueError('expected a local time like "09:00", or "" for off')
+    return s
+
+
 def _log_level(v: Any) -> str:
     return _one_of("DEBUG", "INFO", "WARNING", "ERROR")(str(v).upper() if isinstance(v, str) else v)
 
@@ -250,6 +342,7 @@ SCHEMA: _Schema = {
         "log_level": ("INFO", _log_level),
         "log_json": (False, _bool),
         "parse_workers": (0, _int_between(0, 64)),
+        "instance_name": ("", _str),
     },
     "engineers": {
         "addresses": ([], _addresses),
@@ -308,6 +401,22 @@ SCHEMA: _Schema = {
     "security": {
         "trust_authentication_results": ([], _str_list),
     },
+    "nudge": {
+        "after_business_hours": (4, _int_between(0, 10000)),
+        "escalate_after_business_hours": (16, _int_between(0, 10000)),
+        "leads": ([], _addresses),
+    },
+    "digest": {
+        "at": ("09:00", _clock),
+    },
+    "report": {
+        "weekly_to": ([], _addresses),
+    },
+    "store": {
+        "kind": ("files", _one_of("files", "postgresql")),
+        "dsn_env": ("MAILBOT_DATABASE_URL", _env_name),
+        "lease_seconds": (15, _positive_seconds),
+    },
 }
 
 
@@ -329,11 +438,21 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+# What a `[mailboxes.NAME]` table may set beyond the keys of `[mailbox]`.
+MAILBOX_OVERRIDES: _Schema = {"mailboxes": {
+    "address": ("", lambda v: _address(v) if v != "" else ""),
+    "language": ("", lambda v: _language(v) if v != "" else ""),
+    "templates": ("", _str),
+    "engineers": ([], _str_list),
+}}
+_MAILBOX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
+
 def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -> Settings:
     """Validate a parsed config; relative paths are taken relative to `base_dir` (the file's folder)."""
     for name in raw:
-        if name not in SCHEMA:
-            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SCHEMA)})")
+        if name not in SCHEMA and name != "mailboxes":
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join([*SCHEMA, 'mailboxes'])})")
     s = {name: _section(raw, name) for name in SCHEMA}
 
     def path(p: str, key: str) -> Path:
@@ -345,14 +464,15 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
             raise ConfigError(f"{key}: {e} ({p!r})") from None
         return q if q.is_absolute() else (base_dir / q)
 
-    bot = BotSettings(**{**s["bot"], "state_dir": path(s["bot"]["state_dir"], "[bot] state_dir")})
-    token_file = s["mailbox"]["oauth2_token_file"]
-    mailbox = MailboxSettings(**{
-        **s["mailbox"], "path": path(s["mailbox"]["path"], "[mailbox] path"),
-        "oauth2_token_file": str(path(token_file, "[mailbox] oauth2_token_file")) if token_file else "",
-    })
-    if mailbox.kind == "imap" and not mailbox.username:
-        raise ConfigError("[mailbox] username: expected the IMAP login name when kind = 'imap'")
+    # One name per process by default: two instances on one host must never share a name (`mailbot status`).
+    # platform.node(), not socket.gethostname(): reading the config stays free of I/O libraries (test_purity).
+    instance = s["bot"]["instance_name"].strip() or f"{platform.node()}:{os.getpid()}"
+    if any(c in instance for c in "\r\n\x00") or len(instance) > 200:
+        raise ConfigError("[bot] instance_name: expected one line of at most 200 characters")
+    bot = BotSettings(**{**s["bot"], "state_dir": path(s["bot"]["state_dir"], "[bot] state_dir"),
+                         "instance_name": instance})
+    mailboxes = _mailboxes(raw, s["mailbox"], path)
+    mailbox = mailboxes[0]
     overrides = s["followup"]["holiday_overrides"]
     followup = FollowupSettings(
         **{**s["followup"], "holiday_overrides": path(overrides, "[followup] holiday_overrides") if overrides else None}
@@ -366,7 +486,91 @@ def from_dict(raw: dict[str, Any], base_dir: Path, source: Path | None = None) -
         followup=followup,
         security=SecuritySettings(**s["security"]),
         source=source,
+        store=StoreSettings(**s["store"]),
+        nudge=_nudge(s["nudge"]),
+        digest=DigestSettings(**s["digest"]),
+        report=ReportSettings(**s["report"]),
+        mailboxes=mailboxes,
     )
+
+
+def _mailboxes(raw: dict[str, Any], defaults: dict[str, Any],
+               path: Callable[[str, str], Path]) -> tuple[MailboxSettings, ...]:
+    """`[mailbox]` alone: one mailbox, `default`. With `[mailboxes.NAME]` tables: one mailbox per table, each
+    taking the keys it does not set from `[mailbox]` (shared defaults; `[mailbox]` itself is then no mailbox).
+    Errors name the table."""
+    tables = raw.get("mailboxes")
+    if tables is None:
+        return (_one_mailbox("[mailbox]", {**defaults, "name": "default"}, path),)
+    if not isinstance(tables, dict) or not tables or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError("[mailboxes]: expected one table per mailbox, e.g. [mailboxes.cn] with kind, path, …")
+    given_defaults = raw.get("mailbox", {})
+    out = []
+    for name, given in tables.items():
+        where = f"[mailboxes.{name}]"
+        if not _MAILBOX_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: a mailbox name is letters, digits, - and _ (at most 40)")
+        values: dict[str, Any] = {}
+        for key, value in given.items():
+            if key in SCHEMA["mailbox"]:
+                default, conv = SCHEMA["mailbox"][key]
+            elif key in MAILBOX_OVERRIDES["mailboxes"]:
+                default, conv = MAILBOX_OVERRIDES["mailboxes"][key]
+            else:
+                known = ", ".join([*SCHEMA["mailbox"], *MAILBOX_OVERRIDES["mailboxes"]])
+                raise ConfigError(f"{where} {key}: unknown key (known keys: {known})")
+            try:
+                values[key] = conv(value)
+            except ValueError as e:
+                raise ConfigError(f"{where} {key}: {e}, got {value!r}") from None
+        merged = {**defaults, **{k: v for k, v in values.items() if k in SCHEMA["mailbox"]}}
+        if "path" not in given and given_defaults.get("path") is None:
+            merged["path"] = f"state/maildir-{name}"  # two mailboxes never share the default Maildir
+        templates = values.get("templates", "")
+        out.append(_one_mailbox(where, {
+            **merged, "name": name, "address": values.get("address", ""), "language": values.get("language", ""),
+            "templates": path(templates, f"{where} templates") if templates else None,
+            "engineers": tuple(e.lower() for e in values.get("engineers", ())),
+        }, path))
+    _no_two_alike(out)
+    return tuple(out)
+
+
+def _one_mailbox(where: str, values: dict[str, Any], path: Callable[[str, str], Path]) -> MailboxSettings:
+    token_file = values["oauth2_token_file"]
+    mailbox = MailboxSettings(**{
+        **values, "path": path(values["path"], f"{where} path"),
+        "oauth2_token_file": str(path(token_file, f"{where} oauth2_token_file")) if token_file else "",
+    })
+    if mailbox.kind == "imap" and not mailbox.username:
+        raise ConfigError(f"{where} username: expected the IMAP login name when kind = 'imap'")
+    return mailbox
+
+
+def _no_two_alike(mailboxes: list[MailboxSettings]) -> None:
+    """Two mailboxes that read the same mail would thread it twice, and two that send from one address
+    could not tell their cases apart: refuse both."""
+    seen: dict[tuple[str, ...], str] = {}
+    for m in mailboxes:
+        source = (("imap", m.host.lower(), str(m.port), m.username.lower(), m.folder) if m.kind == "imap"
+                  else ("maildir", str(m.path)))
+        for what, key in (("reads the same mail as", source), ("sends from the same address as",
+                                                                ("address", m.address.lower()) if m.address else ())):
+            if not key:
+                continue
+            if key in seen:
+                raise ConfigError(f"[mailboxes.{m.name}]: {what} [mailboxes.{seen[key]}]")
+            seen[key] = m.name
+
+
+def _nudge(values: dict[str, Any]) -> NudgeSettings:
+    nudge = NudgeSettings(**values)
+    after, escalate = nudge.after_business_hours, nudge.escalate_after_business_hours
+    if after and escalate and escalate <= after:
+        # The leads hear of a reply after the engineers did, never before.
+        raise ConfigError(f"[nudge] escalate_after_business_hours: expected more than after_business_hours "
+                          f"({after}), got {escalate}")
+    return nudge
 
 
 def load(path: Path) -> Settings:

@@ -39,6 +39,11 @@ class EntryKind(StrEnum):
     REMINDER = "reminder"
     CLOSURE = "closure"
     RECEIPT = "receipt"
+    # Mail to our own people (issue 17): on the case's timeline (role bot, direction out) for a nudge and an
+    # escalation; a digest is about many cases and is on none (only the outbox ledger names it).
+    NUDGE = "nudge"
+    ESCALATION = "escalation"
+    DIGEST = "digest"
 
 
 class MatchRule(StrEnum):
@@ -79,7 +84,7 @@ class InboundMail:
     bounced_message_ids: tuple[str, ...] = ()
     # Only from the message/delivery-status part of a real DSN (is_dsn), never from X-Failed-Recipients.
     bounced_recipients: tuple[str, ...] = ()
-    # Raw values, unfolded, never RFC 2047-decoded (RFC 8601 has no encoded words); mailbot.authres reads them.
+    # Raw values, unfolded, never RFC 2047-decoded (RFC 8601 has no encoded words); mailbot.decide.authres reads them.
     authentication_results: tuple[str, ...] = ()
     message_id_synthesized: bool = False
     # How many mailboxes the From header(s) name (RFC 5322 §3.6.2); only exactly one can be an engineer.
@@ -130,6 +135,53 @@ class NextAction:
 
 
 @dataclass(frozen=True)
+class WaitingReply:
+    """A customer's reply that no engineer has answered, as a nudge or an escalation quotes it."""
+
+    sender: str
+    date: str  # local time, `2021-04-22 10:10`
+    text: str  # the reply's own new text, credentials masked (as on the timeline)
+
+
+@dataclass(frozen=True)
+class NudgeInfo:
+    """What a nudge (to the case's engineers) or an escalation (to the leads) says."""
+
+    since: str  # local time of the oldest reply waiting
+    business_hours: int  # how long that reply has waited, in business hours
+    replies: tuple[WaitingReply, ...]
+    engineers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DigestRow:
+    """One line of a digest; the templates word it (both languages), so it holds values, not sentences."""
+
+    key: str
+    title: str
+    what: str  # "waiting" (on the engineer), "today" (the bot sends), "closing" (closes soon), "held"
+    when: str = ""  # local time: since when it waits (waiting), when the mail goes out (today: HH:MM), closes
+    hours: int = 0  # waiting: business hours so far
+    mail: str = ""  # today: "reminder" | "closure"
+    number: int = 0  # today: which reminder
+    to: str = ""  # today: the customers it goes to
+    bounced: str = ""  # held: the addresses that bounced
+    vendor: bool = False  # held: waiting on a vendor
+    followup_off: bool = False  # held: `#followup off`
+    held_until: str = ""  # held: `#snooze` or an out-of-office, until this local time
+
+
+@dataclass(frozen=True)
+class DigestInfo:
+    """One engineer's daily digest: rows per section, oldest or soonest first."""
+
+    day: str  # the local day, `2021-04-16`
+    engineer: str
+    open_cases: int
+    rows: tuple[DigestRow, ...]
+
+
+@dataclass(frozen=True)
 class ClosureFields:
     problem: str = ""
     analysis: str = ""
@@ -164,6 +216,9 @@ class Case:
     # Non-engineers who wrote into the case without being included by an engineer (To/Cc, `#add`): their
     # mail is on the timeline, they receive nothing, the engineers were told once about each.
     outsiders: tuple[str, ...] = ()
+    # The support mailbox that opened the case (`[mailboxes.NAME]`; "default" for the one-mailbox form): its
+    # address, templates and language are the case's, and only its instance sweeps the case.
+    mailbox: str = "default"
 
     def with_(self, **changes: object) -> Case:
         return replace(self, **changes)  # type: ignore[arg-type]

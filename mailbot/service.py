@@ -12,28 +12,49 @@ from typing import Any, Protocol
 
 import jinja2
 
-from mailbot import compose
-from mailbot.calendar import BusinessCalendar
 from mailbot.cases import closed, mail_date, record_outbound
-from mailbot.commands import find_commands, held_message, held_receipt
 from mailbot.config import Settings
-from mailbot.decide import Policy, Receipt, SendMail, calendar_for, plan_next, reason_not_to_answer
-from mailbot.inbound import Decision, Facts, HeldMail, Opened, Threaded, Unmatched, decide_mail, returned_ids
+from mailbot.decide.calendar import BusinessCalendar
+from mailbot.decide.commands import find_commands, held_message, held_receipt, named_keys
+from mailbot.decide.digest import digest_day, digests
+from mailbot.decide.failures import after_permanent_failure
+from mailbot.decide.inbound import (
+    Decision,
+    Facts,
+    HeldMail,
+    Opened,
+    Threaded,
+    Unmatched,
+    decide_mail,
+    returned_ids,
+)
+from mailbot.decide.messages import Message
+from mailbot.decide.nudge import nudges_due, plan_nudge
+from mailbot.decide.policy import (
+    TO_CUSTOMERS,
+    Policy,
+    SendMail,
+    calendar_for,
+    plan_next,
+    reason_not_to_answer,
+)
+from mailbot.decide.sweep import DueFacts, decide_due, over_cap, planned, release_time, silent_business_days
 from mailbot.mailbox.base import FetchedMail, Mailbox
 from mailbot.match import Index, find_tokens, match, strip_prefixes, title_of
-from mailbot.messages import Message, localized, message
 from mailbot.models import Case, CaseMatch, CaseStatus, EntryKind, Flag, InboundMail, ParseFailure
 from mailbot.parse.pool import InlineParser, Parser, parse_fetched
 from mailbot.parse.redact import redact
-from mailbot.render import NO_CASE, Identity, TemplateProblem, environment, outbound, outside_case
+from mailbot.render import compose
+from mailbot.render.templates import NO_CASE, Identity, TemplateProblem, environment, outbound, outside_case
 from mailbot.store import Store, StoreCorrupt
-from mailbot.sweep import DueFacts, decide_due, over_cap, planned, silent_business_days
-from mailbot.transport import PermanentFailure, Refused, TemporaryFailure, Transport
+from mailbot.transport.base import PermanentFailure, Refused, TemporaryFailure, Transport
 
 log = logging.getLogger("mailbot")
 
 BATCH = 500  # mails per store commit: one write per touched file per batch
 RETRY_MINUTES = (1, 5, 15, 60, 180, 360)
+DIGEST_CHECKPOINT = "digest"  # {"day": the local day whose digests are recorded}
+DIGEST_TITLE = {"en": "daily digest", "zh-CN": "每日摘要"}  # what a digest shows where a case's title would be
 SEND_COMMIT_EVERY = 25  # sent mails marked per store commit (the accepted log covers the window)  # temporary SMTP failures: back off, never give up silently
 
 
@@ -90,6 +111,11 @@ def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
         tracking_token=settings.cases.tracking_token,
         zone=settings.bot.zone,
         daily_cap=settings.smtp.max_per_recipient_per_day,
+        nudge=settings.nudge,
+        plan_nudge=plan_nudge,
+        nudges_due=nudges_due,
+        case_patterns=settings.cases.patterns,
+        mailbox=settings.mailbox.name,
     )
 
 
@@ -114,6 +140,11 @@ class Service:
         self.policy = make_policy(settings, calendar)
         self.env = env or environment(settings.templates_dir)
         self.me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone)
+        # Several mailboxes: a case writes as the mailbox it belongs to (its address and templates), whichever
+        # mailbox the mail that made it write arrived in. `wiring.make_services` fills in the others.
+        self.identities: dict[str, tuple[Identity, jinja2.Environment]] = {settings.mailbox.name: (self.me, self.env)}
+        # The first mailbox's service also sweeps cases of a mailbox no longer in the config (renamed, removed).
+        self.adopts_orphans = True
         self.index = Index(store.case_for_message, store.case_for_token)
         # The IDLE loop and the scheduler's sweep share the store: one lock around every cycle.
         self.lock = threading.RLock()
@@ -213,6 +244,10 @@ class Service:
         found = match(mail, cases.patterns, cases.tracking_token, self.index)
         case = self.store.get_case(found.key) if found.key else None
         facts = Facts(outgoing=self._outgoing(mail), held=self._held(case, mail))
+        if found.key is None and not mail.flags:  # command lines may name their cases (`#skip CAS-…`)
+            named = {k: c for k in named_keys(mail.new_text, cases.patterns) if (c := self.store.get_case(k))}
+            facts = replace(facts, named=named,
+                            named_held={k: self._held(c, mail) for k, c in named.items()})
         decision = decide_mail(case, mail, found, facts, self.policy, now)
         known = frozenset(a for a in decision.asked if self.store.outbox_entry(a) is not None)
         if known:  # a notice the ledger already holds is not a new one: decide again, knowing it
@@ -267,10 +302,22 @@ class Service:
         })
         self.store.remember(mail.message_id, "", "unmatched")
         report.unmatched += 1
-        if decision.sends:
+        # Cases its command lines named and changed (a digest reply): their mails (a closure) go on them.
+        named = {c.key: c for c in decision.named}
+        rest = []
+        for send in decision.sends:
+            case = named.get(send.case_key)
+            if case is None:
+                rest.append(send)
+                continue
+            _, recorded = self._record_intent(case, case, send, now, report, hold_over_cap=True)
+            named[case.key] = recorded if recorded is not None else case
+        for case in named.values():
+            self.store.put_case(case)
+        if rest:
             # No case to record on: the receipt shows the mail's own subject where a case's title would be.
             shown = outside_case(strip_prefixes(mail.subject), mail.subject, self.settings.bot.language, now)
-            for send in decision.sends:
+            for send in rest:
                 self._record_send(None, send, now, report, shown=shown)
 
     # --- sending -----------------------------------------------------------------------------------
@@ -278,10 +325,12 @@ class Service:
     def send_due(self, now: datetime, report: CycleReport | None = None) -> CycleReport:
         report = report or CycleReport()
         with self.lock:
+            # The digest first: it lists the mails that go out in the engineers' names today, these included.
+            self.send_digests(now, report)
             for key in self.store.due_case_keys(now):
                 case = self.store.get_case(key)
-                if case is None:
-                    continue
+                if case is None or not self.sweeps(case):
+                    continue  # another mailbox's case: its own service sweeps it
                 decision = decide_due(case, DueFacts(), self.policy, now)
                 if decision.due:  # ask the store about the mails due now, then decide knowing it
                     decision = decide_due(case, self._due_facts(decision.due, now), self.policy, now)
@@ -294,10 +343,33 @@ class Service:
                     updated = recorded if recorded is not None else updated
                 # One write of the case for the sweep, with its sends on the timeline and its next step.
                 self.store.put_case(decision.case if updated is case else planned(updated, self.policy))
+            if self.settings.report.weekly_to:  # the leads' weekly report: recorded once a week, sent below
+                from mailbot.report.weekly import send_weekly_report  # the figures: only when configured
+
+                send_weekly_report(self, now)
             # No commit of its own: flush_outbox marks the new mails attempted and commits that together
             # with their records and the cases (one rewrite of the unsent shards instead of two).
             self.flush_outbox(now, report)
         return report
+
+    def send_digests(self, now: datetime, report: CycleReport) -> None:
+        """Each business day from `[digest] at`: one digest per engineer with open cases (decided in
+        mailbot.decide.digest). A checkpoint says the day is done, so the open cases are read once a day,
+        not on every sweep; it is set after the digests are committed to the outbox ledger, whose action ids
+        (engineer and day) make a crash in between send nothing twice."""
+        at = self.settings.digest.time
+        if at is None or self.quiet:
+            return
+        cal = self.policy.calendar
+        day = digest_day(now, cal, at)
+        if day is None or (self.store.get_checkpoint(DIGEST_CHECKPOINT) or {}).get("day") == day.isoformat():
+            return
+        language = self.settings.bot.language
+        for send in digests(self.store.active_cases(), day, now, cal, self.policy):
+            shown = outside_case(DIGEST_TITLE.get(language, DIGEST_TITLE["en"]), "", language, now)
+            self._record_send(None, send, now, report, shown=shown)
+        self.store.commit()
+        self.store.set_checkpoint(DIGEST_CHECKPOINT, {"day": day.isoformat(), "at": now.isoformat()})
 
     def _sent_on(self, address: str, day: date) -> int:
         """Mails recorded for `address` on one local day (a held mail counts on the day it goes out)."""
@@ -315,20 +387,6 @@ class Service:
     def _over_cap(self, send: SendMail, now: datetime) -> Message | None:
         today = now.astimezone(self.settings.bot.zone).date()
         return over_cap(send, {a: self._sent_on(a, today) for a in send.to}, self.policy.daily_cap)
-
-    def _release_time(self, case: Case, send: SendMail, now: datetime) -> datetime:
-        """When a mail over today's cap may go: the first opening of a later business day (in the case's
-        hours) on which no recipient has reached the cap yet."""
-        cal = calendar_for(case, self.policy)
-        cap = self.settings.smtp.max_per_recipient_per_day
-        day = now.astimezone(cal.zone).date()
-        for _ in range(60):  # bounded: a cap of 1 and a held mail a day for two months is not a real case
-            release = cal.first_opening(day + timedelta(days=1))
-            day = release.astimezone(cal.zone).date()
-            bot_day = release.astimezone(self.settings.bot.zone).date()
-            if all(self._sent_on(address, bot_day) < cap for address in send.to):
-                break
-        return release
 
     def _record_send(self, case: Case | None, send: SendMail, now: datetime, report: CycleReport,
                      shown: Case | None = None) -> tuple[datetime, Message | str] | None:
@@ -367,11 +425,13 @@ class Service:
                 if not hold_over_cap:
                     self._event(key, f"{send.kind.value} deferred: {why}")
                     return None, None
-                when = self._release_time(view, send, now)
+                when = release_time(view, send, now, self.policy, self.settings.smtp.max_per_recipient_per_day,
+                                    self.settings.bot.zone, self._sent_on)
                 wait = (when, why)
                 self._event(key, f"{send.kind.value} held until {when.isoformat()}: {why}")
             try:
-                out = outbound(self.env, view, send, self.me, when, self.settings.smtp.show_engineer_name,
+                me, env = self.identity_of(view)
+                out = outbound(env, view, send, me, when, self.settings.smtp.show_engineer_name,
                                self.silent_business_days(view, when))
             except TemplateProblem as e:
                 report.failed += 1
@@ -387,7 +447,7 @@ class Service:
             if wait is not None:  # flush_outbox leaves it alone until then
                 entry.update(next_try=when.isoformat(), not_before=when.isoformat(), held_because=str(wait[1]))
             self.store.outbox_record(entry)
-            if send.kind != EntryKind.RECEIPT:
+            if send.kind in TO_CUSTOMERS:  # the daily cap protects customers, not our own people
                 for address in send.to:
                     self.store.note_send(address, when)
             self.store.remember(out.message_id, key if onto is not None else "", "out")
@@ -399,11 +459,19 @@ class Service:
         if onto is not None:
             # A held reminder counts from when it goes out: the next one is planned from there.
             recorded = record_outbound(onto, send.kind, entry["message_id"], entry["text"], entry["subject"],
-                                       self.me.address, datetime.fromisoformat(entry.get("not_before")
+                                       self.identity_of(onto)[0].address, datetime.fromisoformat(entry.get("not_before")
                                                                                or entry["recorded"]))
         if existing is None:
             self._event(key, f"{send.kind.value} recorded for {', '.join(send.to)} ({send.action_id})")
         return wait, recorded
+
+    def sweeps(self, case: Case) -> bool:
+        return case.mailbox == self.policy.mailbox or (self.adopts_orphans and case.mailbox not in self.identities)
+
+    def identity_of(self, case: Case) -> tuple[Identity, jinja2.Environment]:
+        """Who writes for `case`: its own mailbox's address and templates (this one's for a case of a mailbox
+        that is no longer configured, and for mail outside any case)."""
+        return self.identities.get(case.mailbox, (self.me, self.env))
 
     def silent_business_days(self, case: Case, now: datetime) -> int:
         return silent_business_days(case, self.policy, now)
@@ -519,24 +587,13 @@ class Service:
                            now: datetime, report: CycleReport, about_message: bool = False) -> None:
         self._event(entry["case"], f"{entry['kind']} to {', '.join(failed)} failed for good: {reason}", logging.ERROR)
         case = self.store.get_case(entry["case"])  # None for a receipt outside any case (render.NO_CASE)
-        if case is None or entry["kind"] == EntryKind.RECEIPT.value:
-            return  # never notify about a failed notice: that is how mail loops start
-        # A refusal of the message itself (5xx to MAIL FROM or the data: size, syntax, content) says nothing
-        # about the addresses: the engineers hear of it, but no customer is marked as failing.
-        customers_failed = () if about_message else tuple(a for a in failed if a in case.customers)
-        case = case.with_(failed_addresses=tuple(dict.fromkeys((*case.failed_addresses, *customers_failed))),
-                          notes=(*case.notes, f"{now.isoformat()} {entry['kind']} failed: {reason}"))
-        if case.status != CaseStatus.CLOSED:
-            case = case.with_(next_action=plan_next(case, self.policy))
+        after = None if case is None else after_permanent_failure(
+            case, entry["action_id"], entry["kind"], entry["subject"], failed, reason, now, self.policy, about_message)
+        if after is None:
+            return
+        case, notice = after
         self.store.put_case(case)
-        if case.engineers:
-            why = message("undeliverable", addresses=", ".join(failed), reason=reason)
-            notice = SendMail(
-                action_id=f"{entry['action_id']}/failed", case_key=case.key, kind=EntryKind.RECEIPT,
-                template="notice", to=case.engineers,
-                receipt=Receipt("", False, localized(why, False, case.effective_language), (entry["subject"],),
-                                kind="undeliverable"),
-            )
+        if notice is not None:
             self._record_send(case, notice, now, report)
 
     def _event(self, key: str | None, message: str, level: int = logging.INFO) -> None:
@@ -596,5 +653,8 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service) -> dic
         "text": mail.new_text,
         "bounced_recipients": list(mail.bounced_recipients),
         "is_bounce": Flag.BOUNCE in mail.flags,
+        # What the case would plan next once this mail is in: a reminder, a closure, a nudge, an escalation.
+        "next_action": None if decision.case is None or decision.case.next_action is None else {
+            "kind": decision.case.next_action.kind, "due": decision.case.next_action.due.isoformat()},
     }
 

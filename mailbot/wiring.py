@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 from mailbot.config import ConfigError, Settings
 from mailbot.mailbox.maildir import MaildirMailbox
 from mailbot.store import Store, StoreCorrupt
+from mailbot.store.port import StorePort
 
 if TYPE_CHECKING:
-    from mailbot.calendar import BusinessCalendar
+    from mailbot.decide.calendar import BusinessCalendar
     from mailbot.mailbox.base import Mailbox
     from mailbot.parse.pool import Parser
     from mailbot.service import Service
-    from mailbot.transport import Transport
+    from mailbot.transport.base import Transport
 
 
 class RuntimeProblem(Exception):
@@ -59,7 +60,12 @@ def private_state(state: Path) -> None:
         state, mode, tightened, f", {failed} could not be changed" if failed else "")
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, working: bool = False) -> StorePort:
+    """The configured store engine. `working`: the store of `run` (and `store init`), which creates or
+    upgrades the PostgreSQL schema and sweeps only its mailbox; the reading commands open it as it is, with
+    every mailbox, from any machine that reaches the database."""
+    if settings.store.kind == "postgresql":
+        return _open_postgresql(settings, working)
     root = settings.bot.state_dir / "store"
     private_state(settings.bot.state_dir)
     try:
@@ -68,6 +74,27 @@ def open_store(settings: Settings) -> Store:
         raise RuntimeProblem(str(e)) from None
     except OSError as e:
         raise RuntimeProblem(f"cannot read the store at {root}: {e.strerror or e}") from None
+
+
+def _open_postgresql(settings: Settings, working: bool) -> StorePort:
+    dsn = os.environ.get(settings.store.dsn_env, "").strip()
+    if not dsn:
+        raise RuntimeProblem(f"[store] kind = \"postgresql\" needs the database URL in the environment variable "
+                             f"{settings.store.dsn_env} ([store] dsn_env), which is not set")
+    import psycopg  # slow (~100 ms) and only for this engine
+
+    from mailbot.store.postgresql import PostgresStore
+
+    try:
+        if working:  # the mailbox whose cases it sweeps: `settings.for_mailbox(NAME)` names it
+            return PostgresStore(dsn, mailbox=settings.mailbox.name, init=True)
+        return PostgresStore(dsn, mailbox=None, init=False)
+    except StoreCorrupt as e:
+        raise RuntimeProblem(str(e)) from None
+    except psycopg.Error as e:
+        # The libpq message names host and port but never the password; keep it to its first line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeProblem(f"cannot reach the PostgreSQL store ({settings.store.dsn_env}): {first}") from None
 
 
 @contextmanager
@@ -96,7 +123,7 @@ def make_calendar(settings: Settings) -> BusinessCalendar:
     """Business days and hours of `[followup]`, with the `holiday_overrides` file's extra holidays and
     workdays when one is set (an unreadable or invalid file is a config error)."""
     # Slow (holidays, ~85 ms): `mailbot cases` needs no calendar.
-    from mailbot.calendar import BusinessCalendar, parse_overrides
+    from mailbot.decide.calendar import BusinessCalendar, parse_overrides
 
     f = settings.followup
     overrides: tuple[frozenset, frozenset] = (frozenset(), frozenset())
@@ -117,7 +144,8 @@ def make_calendar(settings: Settings) -> BusinessCalendar:
 def make_mailbox(settings: Settings, store: Store, once: bool = False) -> Mailbox:
     if settings.mailbox.kind == "maildir":
         return MaildirMailbox(settings.mailbox.path, settings.mailbox.quarantine_folder)
-    from mailbot.mailbox.imap import ImapMailbox  # slow (imapclient, ~130 ms): only with an IMAP mailbox
+    # slow (imapclient, ~130 ms): only with an IMAP mailbox
+    from mailbot.mailbox.imap.mailbox import ImapMailbox
 
     if once:  # one cycle, often from cron: a server that stays down is a prompt failure, not 5 minutes of retries
         return ImapMailbox(settings.mailbox, checkpoints=store,
@@ -127,16 +155,57 @@ def make_mailbox(settings: Settings, store: Store, once: bool = False) -> Mailbo
 
 def make_transport(settings: Settings) -> Transport:
     # Slow (smtplib, ~65 ms): `mailbot cases` sends nothing.
-    from mailbot.transport import OutboxDirTransport, SmtpTransport
+    from mailbot.transport.outboxdir import OutboxDirTransport
+    from mailbot.transport.smtp import SmtpTransport
 
     if settings.smtp.kind == "outbox":
         return OutboxDirTransport(settings.bot.state_dir / "outbox")
-    return SmtpTransport(settings.smtp, _secret(settings.smtp.password_env),
-                         accepted_log=settings.bot.state_dir / "smtp-accepted.log")
+    transport = SmtpTransport(settings.smtp, _secret(settings.smtp.password_env),
+                              accepted_log=settings.bot.state_dir / "smtp-accepted.log")
+    dsn = os.environ.get(settings.store.dsn_env) if settings.store.kind == "postgresql" else None
+    if dsn:  # several instances: the one that takes over must see what the old leader's server accepted
+        from mailbot.store.postgresql.accepted import SharedAcceptedLog
+
+        transport.accepted = SharedAcceptedLog(dsn)  # type: ignore[assignment]  # same add / `in`
+    return transport
 
 
 def _secret(env_name: str) -> str | None:
     return os.environ.get(env_name) or None
+
+
+def make_services(settings: Settings, store: StorePort, once: bool = False,
+                  transport: Transport | None = None, stores: Mapping[str, StorePort] | None = None) -> list[Service]:
+    """One service per configured mailbox (`[mailboxes.NAME]`, or the one `[mailbox]`), sharing the store,
+    the transport and one lock (the store is one writer's); each knows how the others write (their address
+    and templates), so a case answers as its own mailbox whatever mailbox the mail came in by.
+
+    `stores`: one store per mailbox name (PostgreSQL: each mailbox has its own connection and lease fence,
+    and sends only its own cases' mail). Several mailboxes in one `run` get mailboxes that give up
+    reconnecting promptly, as `--once` does: the runner retries each with its own backoff, and one server
+    that stays down must not hold the lock the other mailboxes need."""
+    from mailbot.parse.pool import make_parser
+
+    transport = transport if transport is not None else make_transport(settings)
+    parser = make_parser(settings.bot.parse_workers)  # one pool of parse workers for every mailbox
+    several = len(settings.all_mailboxes) > 1
+    services = []
+    for i, m in enumerate(settings.all_mailboxes):
+        own = settings.for_mailbox(m.name)
+        own_store = stores[m.name] if stores is not None else store
+        if stores is not None and settings.store.kind == "postgresql":
+            from mailbot.store.postgresql import PostgresStore
+
+            if isinstance(own_store, PostgresStore):  # its pending mail only; the first also sends caseless mail
+                own_store.outbox_of, own_store.outbox_unowned = m.name, i == 0
+        services.append(make_service(own, own_store, make_mailbox(own, own_store, once or several), once=once,
+                                     transport=transport, parser=parser))
+    identities = {s.settings.mailbox.name: (s.me, s.env) for s in services}
+    for i, service in enumerate(services):
+        service.identities = identities
+        service.lock = services[0].lock
+        service.adopts_orphans = i == 0
+    return services
 
 
 def make_service(settings: Settings, store: Store, mailbox: Mailbox | None = None, once: bool = False,

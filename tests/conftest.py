@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ def base_config() -> dict[str, Any]:
         "bot": {"address": "casebot@support.example", "name": "casebot", "state_dir": "state"},
         "engineers": {"addresses": ["liqi@support.example"], "domains": ["support.example"]},
         "mailbox": {"kind": "maildir", "path": "maildir"},
+        # The engineers' side (nudges, digests: issue 17) is on by default; these tests tell the customer's
+        # side of a case's life, so it is off here and tests/test_nudge.py, test_digest.py turn it on.
+        "nudge": {"after_business_hours": 0, "escalate_after_business_hours": 0},
+        "digest": {"at": ""},
     }
 
 
@@ -67,3 +71,39 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(CONFIG, encoding="utf-8")
     return path
+
+
+# PostgreSQL (tests/pg_server.py): one private cluster per session; each test that asks gets its own database.
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    from tests.pg_server import PostgresServer, pg_bindir, unavailable
+
+    bindir = pg_bindir()
+    if bindir is None:
+        unavailable("PostgreSQL (initdb/pg_ctl) is not installed")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except (RuntimeError, OSError, KeyError) as exc:
+        server.stop()
+        unavailable(f"the private PostgreSQL cluster did not start: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: Any) -> str:
+    """The session cluster's maintenance database (`postgres`): create databases from here, do not fill it."""
+    return str(pg_server.dsn)
+
+
+@pytest.fixture
+def pg_store_dsn(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database for this test alone (dropped after it)."""
+    dsn = pg_server.create_database()
+    yield dsn
+    pg_server.drop_database(dsn)

@@ -28,6 +28,8 @@ USER = "casebot@support.example"
 OTHER_USER = "other@support.example"  # a colleague logging in to the same shared mailbox
 PASSWORD = "secret"
 OTHER_PASSWORD = "other-secret"
+DESK_USER = "support-en@support.example"  # a second support mailbox of its own (several mailboxes, issue 16)
+DESK_PASSWORD = "desk-secret"
 
 _START_TIMEOUT = 15.0
 
@@ -103,7 +105,8 @@ class DovecotServer:
         # Fields: user:password:uid:gid:gecos:home:shell:extra. `user=` renames the login, so
         # the second account opens the very same mailbox (another client of a shared mailbox).
         passwd.write_text(
-            f"{USER}:{{PLAIN}}{PASSWORD}::::::\n{OTHER_USER}:{{PLAIN}}{OTHER_PASSWORD}::::::user={USER}\n",
+            f"{USER}:{{PLAIN}}{PASSWORD}::::::\n{OTHER_USER}:{{PLAIN}}{OTHER_PASSWORD}::::::user={USER}\n"
+            f"{DESK_USER}:{{PLAIN}}{DESK_PASSWORD}::::::\n",
             encoding="utf-8",
         )
         passwd.chmod(0o644)

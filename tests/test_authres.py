@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from mailbot.authres import aligned, parse_header, verdict
-from mailbot.decide import authentication_failed
+from mailbot.decide.authres import aligned, parse_header, verdict
+from mailbot.decide.policy import authentication_failed
 from mailbot.models import InboundMail
 from mailbot.parse import parse
 

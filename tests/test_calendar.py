@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailbot.calendar import BusinessCalendar, parse_overrides
+from mailbot.decide.calendar import BusinessCalendar, parse_overrides
 
 SH = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mailbot.mailbox import checkpoint
-from mailbot.mailbox.checkpoint import MAX_UID, Cursor
+from mailbot.mailbox.imap import checkpoint
+from mailbot.mailbox.imap.checkpoint import MAX_UID, Cursor
 
 
 def cur(uidvalidity: int | None, last: int, pending: set[int] | None = None, done: set[int] | None = None) -> Cursor:

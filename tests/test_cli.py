@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.mailbox.maildir import deliver
 from tests.conftest import CONFIG
 
@@ -90,7 +90,7 @@ def test_human_views_show_the_case(with_case: Path, capsys: pytest.CaptureFixtur
 
 
 def test_render_previews_each_template(with_case: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for template in ("reminder", "reminder2", "closure", "receipt"):
+    for template in ("reminder", "reminder2", "closure", "receipt", "nudge", "escalation", "digest"):
         code, out, err = run(capsys, "render", "CAS-04027-B7D2Z5", template, "--json", "--config", str(with_case))
         assert code == 0, err
         mail = json.loads(out)

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from mailbot.commands import ALIASES, HELP, Command, find_commands
+from mailbot.decide.commands import ALIASES, HELP, Command, find_commands
 from mailbot.models import ClosureFields
 
 # Every spelling, in English and Chinese (Simplified and Traditional), case-insensitive, `#` or `＃`.
@@ -22,6 +22,7 @@ SPELLINGS = [
     ("#lang en", "lang"), ("#language zh-CN", "lang"), ("#语言 zh", "lang"), ("#語言 EN", "lang"),
     ("#status", "status"), ("#状态", "status"), ("#狀態", "status"),
     ("#help", "help"), ("#帮助", "help"), ("#幫助", "help"),
+    ("#skip", "skip"), ("#跳过", "skip"), ("#跳過", "skip"),
 ]
 
 
@@ -34,7 +35,7 @@ def test_every_spelling(line: str, name: str) -> None:
 def test_every_alias_is_a_known_command_and_has_help() -> None:
     names = set(ALIASES.values())
     assert names == {"close", "snooze", "followup", "remind", "waiting", "called", "reopen", "lang", "status", "help",
-                     "timezone", "add", "remove"}
+                     "timezone", "add", "remove", "skip"}
     for lang in ("en", "zh-CN"):
         assert len(HELP[lang]) == len(names)
 

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailbot.compose import MAX_REFERENCES_OCTETS, make_message_id, recipients, to_bytes
 from mailbot.models import EntryKind, OutboundMail
+from mailbot.render.compose import MAX_REFERENCES_OCTETS, make_message_id, recipients, to_bytes
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
@@ -177,7 +177,7 @@ def test_the_short_ascii_header_shortcut_writes_what_compat32_writes() -> None:
     bytes must be those compat32 itself writes, spaces, tabs and encoded-word look-alikes included."""
     import random
 
-    from mailbot.compose import SMTP_COMPAT
+    from mailbot.render.compose import SMTP_COMPAT
 
     reference = policy.compat32.clone(linesep="\r\n", max_line_length=78)
     rng = random.Random(7)
@@ -265,7 +265,7 @@ def test_a_display_name_with_specials_is_one_address() -> None:
 
 
 def test_addresses_that_cannot_be_delivered_are_neither_shown_nor_sent() -> None:
-    from mailbot.compose import undeliverable
+    from mailbot.render.compose import undeliverable
 
     mail = make_mail(to=("张三@客户.example", "ok@客户.example", "a\x0bb@x.example", "no-at-sign"), cc=())
     raw = to_bytes(mail, NOW)

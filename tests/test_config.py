@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import time
 from pathlib import Path
 
@@ -63,6 +64,13 @@ def test_every_path_is_relative_to_the_config_files_folder(tmp_path: Path) -> No
         ("[cases]\npatterns = ['a{99999999999}']\n", "[cases] patterns: expected a valid regular expression"),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML"),
         ("[bot\n", "not valid TOML"),
+        ("[store]\nkind = 'mysql'\n", "[store] kind: expected one of 'files', 'postgresql'"),
+        ("[store]\nlease_seconds = 0\n", "[store] lease_seconds: expected a number of seconds > 0"),
+        ("[store]\nlease_seconds = -3.5\n", "[store] lease_seconds: expected a number of seconds > 0"),
+        ("[store]\nlease_seconds = nan\n", "[store] lease_seconds: expected a number of seconds > 0"),
+        ("[store]\nlease_seconds = '15'\n", "[store] lease_seconds: expected a number of seconds"),
+        ("[store]\ndsn_env = 'postgres://u@h/db'\n", "[store] dsn_env: expected the name of an environment"),
+        ('[bot]\ninstance_name = "a\\nb"\n', "[bot] instance_name: expected one line"),
     ],
 )
 def test_every_mistake_is_one_line_naming_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -76,3 +84,12 @@ def test_every_mistake_is_one_line_naming_the_key(tmp_path: Path, toml: str, mes
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load(tmp_path / "nope.toml")
+
+
+def test_the_store_defaults_to_files_and_each_instance_has_its_own_name(tmp_path: Path) -> None:
+    default = load(write(tmp_path, ""))
+    assert (default.store.kind, default.store.dsn_env, default.store.lease_seconds) == \
+        ("files", "MAILBOT_DATABASE_URL", 15)
+    assert default.bot.instance_name.endswith(f":{os.getpid()}")  # <hostname>:<pid>
+    shared = load(write(tmp_path, "[bot]\ninstance_name = 'mail-a'\n[store]\nkind = 'postgresql'\nlease_seconds = 2.5\n"))
+    assert (shared.bot.instance_name, shared.store.kind, shared.store.lease_seconds) == ("mail-a", "postgresql", 2.5)

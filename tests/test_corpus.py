@@ -21,7 +21,7 @@ from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import parse
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport
+from mailbot.transport.memory import MemoryTransport
 from mailbot.wiring import make_calendar
 
 
@@ -233,7 +233,7 @@ def test_explain_reads_every_corpus_file_without_a_traceback(tmp_path: Path) -> 
     import subprocess
     import sys
 
-    from mailbot.cli import main
+    from mailbot.cli.main import main
 
     config = tmp_path / "config.toml"
     config.write_text('[bot]\nstate_dir = "state"\n', encoding="utf-8")

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mailbot import cli
-from mailbot.mailbox.imap import ConnectionLost, ImapMailbox
+from mailbot.cli import main as cli
+from mailbot.mailbox.imap.mailbox import ConnectionLost, ImapMailbox
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import EntryKind
 from mailbot.runner import run_forever
 from mailbot.service import Service
 from mailbot.storage import StoreWriteError
 from mailbot.store import Store
-from mailbot.transport import SmtpTransport
+from mailbot.transport.smtp import SmtpTransport
 from mailbot.wiring import make_calendar
 
 pytest.register_assert_rewrite("tests.smtp_server")  # imported here before it is loaded as a plugin

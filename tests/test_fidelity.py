@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.models import InboundMail, ParseFailure
 from mailbot.parse import charsets, parse
 

@@ -10,11 +10,11 @@ from email.policy import default
 import pytest
 from trustlife import BOT, CUSTOMER, ENGINEER, Bot, at, mail, text_of
 
-from mailbot.compose import make_message_id
 from mailbot.mailbox.base import FetchedMail
 from mailbot.models import CaseStatus, ParseFailure
 from mailbot.parse import parse
-from mailbot.render import NO_CASE
+from mailbot.render.compose import make_message_id
+from mailbot.render.templates import NO_CASE
 from mailbot.service import CycleReport, Processed, Quarantined
 
 OPENED = "2021-04-13T02:00+08:00"

@@ -13,7 +13,10 @@ from mailbot.models import CaseStatus
 from mailbot.service import Service
 from mailbot.storage import BufferedAtomicStorage
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport, OutboxDirTransport, Refused, SmtpTransport, TemporaryFailure
+from mailbot.transport.base import Refused, TemporaryFailure
+from mailbot.transport.memory import MemoryTransport
+from mailbot.transport.outboxdir import OutboxDirTransport
+from mailbot.transport.smtp import SmtpTransport
 from mailbot.wiring import make_calendar
 
 pytest_plugins = ["tests.smtp_server"]
@@ -210,7 +213,7 @@ def test_a_crash_in_the_middle_of_a_commit_neither_loses_nor_doubles(make_settin
 def test_outbox_mail_is_marked_sent_only_once_it_is_on_disk(make_settings, scenario_dir, monkeypatch) -> None:
     """The outbox folder makes a batch durable at once (settle) before the ledger says sent; a disk that
     fails that sync leaves the reminder pending, and the next try writes it (once)."""
-    import mailbot.transport as transport_mod
+    import mailbot.transport.outboxdir as transport_mod
 
     settings = make_settings()
     outbox = settings.bot.state_dir / "outbox"

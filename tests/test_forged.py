@@ -20,7 +20,7 @@ from trustlife import (
     text_of,
 )
 
-from mailbot.decide import defang, quote_inert
+from mailbot.decide.policy import defang, quote_inert
 from mailbot.models import CaseStatus, EntryKind, Role
 
 PHISH = "您好，系统升级，请在此登录更新账户：https://evil.example/login?u=yang\n联系人 it@evil.example"

@@ -19,10 +19,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailbot.commands import find_commands
+from mailbot.decide.commands import find_commands
+from mailbot.decide.ooo import return_date
 from mailbot.match import Index, match, title_of
 from mailbot.models import InboundMail, ParseFailure
-from mailbot.ooo import return_date
 from mailbot.parse import parse
 from mailbot.parse.redact import redact
 

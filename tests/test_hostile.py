@@ -15,8 +15,8 @@ from pathlib import Path
 import mailparser.utils
 import pytest
 
-from mailbot.commands import MAX_COMMANDS, find_commands
 from mailbot.config import from_dict
+from mailbot.decide.commands import MAX_COMMANDS, find_commands
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import InboundMail, ParseFailure
@@ -25,7 +25,7 @@ from mailbot.parse.htmltext import CUT_MARK, MAX_HTML_TAGS, html_to_text
 from mailbot.parse.pool import MIN_BATCH, InlineParser, PoolParser
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport
+from mailbot.transport.memory import MemoryTransport
 from mailbot.wiring import make_calendar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

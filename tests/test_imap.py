@@ -17,7 +17,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mailbot.config import MailboxSettings
-from mailbot.mailbox.imap import (
+from mailbot.mailbox.imap.mailbox import (
     PROCESSED_KEYWORD,
     ConnectionLost,
     ImapError,

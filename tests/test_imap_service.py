@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.mailbox.imap import ImapMailbox
+from mailbot.mailbox.imap.mailbox import ImapMailbox
 from mailbot.models import CaseStatus
 from mailbot.runner import run_forever
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import SmtpTransport
+from mailbot.transport.smtp import SmtpTransport
 from mailbot.wiring import make_calendar
 
 pytest_plugins = ["tests.imap_server", "tests.smtp_server"]

@@ -96,7 +96,8 @@ def test_the_mailbot_modules_import_each_other_without_a_circle() -> None:
 
 def test_nothing_in_the_package_imports_the_cli() -> None:
     graph = import_graph()
-    importers = sorted(name for name, targets in graph.items() if "mailbot.cli" in targets)
+    importers = sorted(name for name, targets in graph.items()
+                       if "mailbot.cli" in targets and name != "mailbot.cli" and not name.startswith("mailbot.cli."))
     assert importers == [], f"these modules import mailbot.cli (the wiring lives in mailbot.wiring): {importers}"
 
 

@@ -11,8 +11,8 @@ from conftest import base_config
 
 from mailbot.cases import record_outbound
 from mailbot.config import from_dict
-from mailbot.decide import Policy
-from mailbot.inbound import Decision, Facts, HeldMail, Opened, Threaded, Unmatched, decide_mail
+from mailbot.decide.inbound import Decision, Facts, HeldMail, Opened, Threaded, Unmatched, decide_mail
+from mailbot.decide.policy import Policy
 from mailbot.models import Case, CaseMatch, CaseStatus, EntryKind, Flag, InboundMail, MatchRule, Role
 from mailbot.service import make_policy
 from mailbot.wiring import make_calendar

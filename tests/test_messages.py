@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.command_specs import ALIASES, SPECS
-from mailbot.messages import LANGUAGES, MESSAGES, Message, localized, message, render
+from mailbot.decide.command_specs import ALIASES, SPECS
+from mailbot.decide.messages import LANGUAGES, MESSAGES, Message, localized, message, render
 
 _CJK = re.compile(r"^[\u4e00-\u9fff]+$")
 _SOURCES = sorted((Path(__file__).parent.parent / "mailbot").rglob("*.py"))

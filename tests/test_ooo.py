@@ -10,7 +10,7 @@ import pytest
 from trustlife import BOT, CUSTOMER, ENGINEER, SUBJECT, Bot, at, mail, text_of
 
 from mailbot.config import from_dict
-from mailbot.ooo import return_date
+from mailbot.decide.ooo import return_date
 from mailbot.wiring import make_calendar
 
 SENT = date(2021, 4, 13)  # the scenario's auto-reply: Tue 13 April 2021 in Shanghai

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.commands import find_commands
 from mailbot.config import EngineerSettings
+from mailbot.decide.commands import find_commands
+from mailbot.decide.ooo import return_date
+from mailbot.decide.roles import sender_role
 from mailbot.models import Attachment, ClosureFields, Flag, InboundMail, ParseFailure, Role
-from mailbot.ooo import return_date
 from mailbot.parse import decode_header_value, parse
 from mailbot.parse.quotes import split_reply
-from mailbot.roles import sender_role
 
 DATA = Path(__file__).resolve().parent / "data"
 

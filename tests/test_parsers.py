@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import base_config
 
-from mailbot import cli, importer
 from mailbot import service as service_module
+from mailbot.cli import importer
+from mailbot.cli import main as cli
 from mailbot.config import from_dict
 from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import InboundMail, ParseFailure
@@ -28,7 +29,7 @@ from mailbot.parse import pool as pool_module
 from mailbot.parse.pool import MIN_BATCH, InlineParser, PoolParser, make_parser, parse_in_batches
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport
+from mailbot.transport.memory import MemoryTransport
 from mailbot.wiring import make_calendar
 
 ROOT = Path(__file__).resolve().parents[1]

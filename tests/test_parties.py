@@ -11,13 +11,13 @@ import trustlife
 from trustlife import BOT, CUSTOMER, ENGINEER, KEY, SUBJECT, mail
 
 from mailbot.cases import reaches_customer
-from mailbot.commands import find_commands
+from mailbot.cli.views import case_json
 from mailbot.config import ConfigError
+from mailbot.decide.commands import find_commands
 from mailbot.models import CaseStatus, EntryKind, Role
 from mailbot.parse import parse
 from mailbot.service import explain_mail
 from mailbot.store import case_from_doc, case_to_doc
-from mailbot.views import case_json
 from mailbot.wiring import make_calendar
 
 COLLEAGUE = "wang@support.example"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.cli import main
+from mailbot.cli.main import main
 from mailbot.mailbox.maildir import deliver
 from tests.test_crash import START, engineer_mail, key
 

@@ -20,9 +20,10 @@ import pytest
 import mailbot
 
 PURE = ["models", "parse", "parse.headers", "parse.repair", "parse.addresses", "parse.flags", "parse.body",
-        "parse.mail", "parse.quotes", "parse.htmltext", "parse.redact", "parse.charsets", "match", "commands",
-        "ooo", "cases", "decide", "calendar", "render", "compose", "roles", "authres", "text", "mailbox.checkpoint",
-        "inbound", "sweep"]
+        "parse.mail", "parse.quotes", "parse.htmltext", "parse.redact", "parse.charsets", "match",
+        "decide.commands", "decide.command_specs", "decide.messages", "decide.ooo", "cases", "decide.policy",
+        "decide.calendar", "render.templates", "render.compose", "decide.roles", "decide.authres", "text",
+        "mailbox.imap.checkpoint", "decide.inbound", "decide.sweep", "decide.nudge", "decide.digest"]
 FORBIDDEN = ["imapclient", "smtplib", "tinydb", "apscheduler", "socket", "filelock"]
 PACKAGE = Path(mailbot.__file__).resolve().parent
 

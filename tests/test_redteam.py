@@ -22,7 +22,7 @@ from trustlife import (
     text_of,
 )
 
-from mailbot.decide import STRANGER_NOTICES_PER_DAY
+from mailbot.decide.policy import STRANGER_NOTICES_PER_DAY
 from mailbot.models import CaseStatus, EntryKind, Role
 
 DAY1 = "2021-04-14T10:00+08:00"

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailbot.decide import Receipt, SendMail
+from mailbot.decide.policy import Receipt, SendMail
 from mailbot.models import Case, CaseStatus, ClosureFields, EntryKind, Role, TimelineEntry
-from mailbot.render import Identity, TemplateProblem, environment, outbound
+from mailbot.render.templates import Identity, TemplateProblem, environment, outbound
 
 ROOT = Path(__file__).resolve().parents[1]
 ME = Identity("casebot@support.example", "casebot", ZoneInfo("Asia/Shanghai"))
@@ -113,7 +113,7 @@ def test_rendered_values_never_inject_headers() -> None:
     ],
 )
 def test_the_quote_of_the_last_request_keeps_the_substance(text: str, lines: list[str], truncated: bool) -> None:
-    from mailbot.render import quote_lines
+    from mailbot.render.templates import quote_lines
 
     assert quote_lines(text, "Li Qi") == (lines, truncated)
 

@@ -13,7 +13,7 @@ from mailbot.mailbox.maildir import MaildirMailbox, deliver
 from mailbot.models import CaseStatus, EntryKind, Role
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import OutboxDirTransport
+from mailbot.transport.outboxdir import OutboxDirTransport
 from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"

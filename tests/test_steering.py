@@ -14,7 +14,7 @@ from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import CaseStatus, EntryKind
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport
+from mailbot.transport.memory import MemoryTransport
 from mailbot.wiring import make_calendar
 
 

@@ -11,11 +11,11 @@ from conftest import base_config
 from trustlife import BOT, CUSTOMER, ENGINEER, Bot, mail
 
 from mailbot.config import from_dict
-from mailbot.decide import Policy
-from mailbot.inbound import Facts, decide_mail
+from mailbot.decide.inbound import Facts, decide_mail
+from mailbot.decide.policy import Policy
+from mailbot.decide.sweep import DueFacts, decide_due
 from mailbot.models import Case, CaseMatch, CaseStatus, EntryKind, InboundMail, MatchRule
 from mailbot.service import make_policy
-from mailbot.sweep import DueFacts, decide_due
 from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"

@@ -15,19 +15,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import mailbot.storage as storage_mod
-from mailbot.compose import make_message_id, recipients, to_bytes
 from mailbot.config import SmtpSettings
 from mailbot.models import EntryKind, OutboundMail
-from mailbot.transport import (
-    MemoryTransport,
-    OutboxDirTransport,
-    PermanentFailure,
-    SmtpTransport,
-    TemporaryFailure,
-    Transport,
-    TransportError,
-    outbox_file_name,
-)
+from mailbot.render.compose import make_message_id, recipients, to_bytes
+from mailbot.transport.base import PermanentFailure, TemporaryFailure, Transport, TransportError
+from mailbot.transport.memory import MemoryTransport
+from mailbot.transport.outboxdir import OutboxDirTransport, outbox_file_name
+from mailbot.transport.smtp import SmtpTransport
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below, so that its asserts get rewritten too
     from tests.smtp_server import SmtpServer

@@ -13,7 +13,8 @@ from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.parse.pool import InlineParser
 from mailbot.service import Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport, OutboxDirTransport
+from mailbot.transport.memory import MemoryTransport
+from mailbot.transport.outboxdir import OutboxDirTransport
 from mailbot.wiring import make_calendar, make_service
 
 WEDNESDAY = date(2027, 3, 3)  # an ordinary workday in mainland China

@@ -12,7 +12,7 @@ from mailbot.mailbox.memory import MemoryMailbox
 from mailbot.models import Case
 from mailbot.service import CycleReport, Service
 from mailbot.store import Store
-from mailbot.transport import MemoryTransport
+from mailbot.transport.memory import MemoryTransport
 from mailbot.wiring import make_calendar
 
 KEY = "CAS-04027-B7D2Z5"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from email import message_from_bytes
 from email.message import Message
-from email.parser import Parser
 
 import mailparser
 import mailparser.core
@@ -19,6 +17,7 @@ import mailparser.utils
 
 import mailbot.parse.charsets as charsets
 from mailbot.models import Attachment
+from mailbot.parse.feed import parse_text
 from mailbot.parse.headers import _decode_header_linear, decode_header_value
 from mailbot.parse.htmltext import html_to_text
 from mailbot.parse.quotes import cut_html_history
@@ -50,16 +49,17 @@ def _message_from_bytes(raw: bytes) -> Message:
     of a part that is not multipart or message/* is the rest of the text as it stands. Such a message's
     header section and first body line go through the stdlib (its headers, defects and content type come
     from there); anything else — a multipart, a lone CR or a `From ` line in the header section — is the
-    stdlib's whole."""
+    stdlib's whole. The stdlib's parser here is our copy of it (mailbot/parse/feed.py: the same code, with
+    boundary lines matched without compiling a regex for each)."""
     text = raw.decode("ascii", "surrogateescape")  # as BytesParser does
     first = _NOT_A_HEADER_LINE.search(text)
     eol = text.find("\n", first.start()) if first is not None else -1
     # A `From ` line under the first may be the body's first line: the stdlib decides that when it is done.
     if first is None or eol == -1 or _LONE_CR.search(text, 0, eol + 1) or text.find("\nFrom ", 0, eol) >= 0:
-        return message_from_bytes(raw)
-    msg = Parser().parsestr(text[: eol + 1])
+        return parse_text(text)
+    msg = parse_text(text[: eol + 1])
     if msg.get_content_maintype() in ("multipart", "message"):
-        return message_from_bytes(raw)
+        return parse_text(text)
     blank = first.start() in (eol, eol - 1) and text[first.start()] in "\r\n"  # the empty separator line
     msg.set_payload(text[eol + 1 :] if blank else text[first.start() :])
     return msg
@@ -78,17 +78,54 @@ class TooManyParts(Exception):
 # RFC 2046 §5.1.1: the boundary (1-70 characters) is a Content-Type parameter, quoted or not; each part
 # starts at a line `--boundary`, with optional blanks after it (the close delimiter ends in `--`).
 # `boundary*0=` is an RFC 2231 continuation's first segment: the whole boundary when it has no other.
-_BOUNDARY_PARAM = re.compile(rb'(?i)\bboundary(?:\*0)?\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
-_DASH_LINE = re.compile(rb"^--([^\r\n]{1,200})", re.M)
+# Matched on the lower-cased bytes (re.I on bytes is ASCII-only, as bytes.lower() is), each try starting
+# where `boundary` is: a case-blind pattern, or one that starts with `\b` or `^`, is tried at every byte
+# (two such scans were a tenth of the parse).
+_BOUNDARY_PARAM = re.compile(rb'boundary(?:\*0)?\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_")  # \b's word characters, lower-cased
+
+
+def _boundaries(raw: bytes) -> set[bytes]:
+    """Every boundary declared anywhere in the message (`boundary=` or `boundary*0=`, any case, after a
+    non-word byte), as written."""
+    lowered = raw.lower()
+    found: set[bytes] = set()
+    at = lowered.find(b"boundary")
+    while at != -1:
+        m = None if at and lowered[at - 1] in _WORD_BYTES else _BOUNDARY_PARAM.match(lowered, at)
+        if m is None:
+            at = lowered.find(b"boundary", at + 1)
+            continue
+        group = 1 if m.start(1) != -1 else 2
+        found.add(raw[m.start(group) : m.end(group)])
+        at = lowered.find(b"boundary", m.end())
+    return found
+
+
+def _dash_lines(raw: bytes) -> Counter[bytes]:
+    """How many times each text follows `--` at a line start (`^--([^\r\n]{1,200})`, re.M: after `\n` only),
+    blanks at its end dropped."""
+    lines: Counter[bytes] = Counter()
+    at = 0 if raw.startswith(b"--") else raw.find(b"\n--")
+    while at != -1:
+        start = at + 2 if at == 0 and raw.startswith(b"--") else at + 3
+        end = min(start + 200, len(raw))
+        for stop in (raw.find(b"\n", start, end), raw.find(b"\r", start, end)):
+            if stop != -1:
+                end = min(end, stop)
+        if end > start:
+            lines[raw[start:end].rstrip(b" \t")] += 1
+        at = raw.find(b"\n--", start - 1)
+    return lines
 
 
 def _count_parts(raw: bytes) -> int:
     """How many body parts the message's multiparts hold, counted from the raw bytes in one pass: the
     lines that open a part with a boundary declared anywhere in the message."""
-    boundaries = {quoted or bare for quoted, bare in _BOUNDARY_PARAM.findall(raw)}
+    boundaries = _boundaries(raw)
     if not boundaries:
         return 0
-    lines = Counter(line.rstrip(b" \t") for line in _DASH_LINE.findall(raw))
+    lines = _dash_lines(raw)
     return sum(lines[b] for b in boundaries)
 
 
@@ -163,6 +200,14 @@ _NOT_OWN_TEXT = ("message/", "text/rfc822-headers")
 MAX_BODY_DEPTH = 50
 
 
+def _may_name_a_file(part: Message) -> bool:
+    """False when part.get_filename() is None for certain: it reads the `filename` parameter of
+    Content-Disposition or the `name` of Content-Type (RFC 2231 pieces `filename*0*` included), and neither
+    header names either: most parts are spared two parameter parses. (Names are compared lower-cased, and
+    no character but an ASCII letter lower-cases to a letter of `filename`.)"""
+    return any("name" in str(part.get(header, "")).lower() for header in ("content-disposition", "content-type"))
+
+
 def _own_text(part: Message, texts: dict[int, str], depth: int = 0) -> tuple[str, str] | None:
     """The first body unit of a MIME (sub)tree as (plain, html) text, either possibly empty; None when the
     subtree holds none. A multipart/alternative offers both of its versions; any other multipart gives its
@@ -171,7 +216,7 @@ def _own_text(part: Message, texts: dict[int, str], depth: int = 0) -> tuple[str
     if depth > MAX_BODY_DEPTH or ctype.startswith(_NOT_OWN_TEXT):
         return None
     disposition = part.get_content_disposition()
-    if disposition == "attachment" or (disposition != "inline" and part.get_filename()):
+    if disposition == "attachment" or (disposition != "inline" and _may_name_a_file(part) and part.get_filename()):
         return None
     if part.is_multipart():
         children = [c for c in part.get_payload() if isinstance(c, Message)]
@@ -216,7 +261,7 @@ def _attachments(parsed: mailparser.MailParser) -> tuple[Attachment, ...]:
     for a in parsed.attachments:
         payload = a.get("payload") or ""
         if a.get("binary"):  # base64 as on the wire: line breaks and padding are not content
-            b64 = re.sub(r"\s+", "", str(payload))
+            b64 = "".join(str(payload).split())  # re.sub(r"\s+", "", …), in C: the same blanks (Py_UNICODE_ISSPACE)
             size = max(0, len(b64) * 3 // 4 - len(b64) + len(b64.rstrip("=")))
         else:
             size = len(str(payload).encode("utf-8", "replace"))

@@ -103,7 +103,7 @@ def _build(
         bounced_subject=redact(bounced_subject),
         bounced_message_ids=bounced_ids,
         bounced_recipients=bounced_rcpts,
-        # RFC 8601 has no encoded words: unfolded, never decoded (mailbot.authres reads the grammar).
+        # RFC 8601 has no encoded words: unfolded, never decoded (mailbot.decide.authres reads the grammar).
         authentication_results=tuple(
             _FOLD.sub(" ", _unraw(v)).strip() for v in heads.all("Authentication-Results")
         ),

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from mailbot.models import Case
+from mailbot.store.codec import CaseFacts
 
 
 @runtime_checkable
@@ -35,6 +36,13 @@ class StorePort(Protocol):
         """Open cases first, then closed ones."""
     def due_case_keys(self, now: datetime) -> list[str]:
         """Open cases whose next action is due at or before `now`, soonest first."""
+    def report_cases(self, since: datetime, part: int = 0, parts: int = 1) -> Iterator[Case | CaseFacts]:
+        """The cases, open or closed, whose `last_activity` is at or after `since`, in no particular order,
+        as mailbot.report reads them: each a Case or a CaseFacts (codec.py: the fields the report reads, with
+        the same names and values, decoded without the rest). Leaving out the older cases loses nothing of a
+        period that starts at `since`: mailbot.cases keeps `last_activity` at the latest date on the timeline
+        and never before `opened`. With `parts` > 1, only the `part`-th (from 0) of that many disjoint parts
+        whose union is all of them (to be read by several processes at once)."""
 
     # --- the Message-ID index ---
     def case_for_message(self, message_id: str) -> str | None: ...

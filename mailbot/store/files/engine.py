@@ -44,9 +44,7 @@ Documents become models in `mailbot/store/codec.py`; the tables and runs live be
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime
@@ -55,26 +53,23 @@ from typing import Any
 
 from mailbot.models import Case, CaseStatus
 from mailbot.storage import (
-    BufferedAtomicStorage,
     StoreCorrupt,
     atomic_write_bytes,
     dump_document,
-    fsync_dir,
-    write_batch,
 )
-from mailbot.store.codec import case_from_doc, case_to_doc, public, utc
+from mailbot.store.codec import CaseFacts, case_from_doc, case_to_doc, facts_of_shard, public, utc
+from mailbot.store.files.journal import Journal
+from mailbot.store.files.layout import Layout
 from mailbot.store.files.runs import RunIndex
-from mailbot.store.files.tables import TABLE, Health, Table, docs_of, document
+from mailbot.store.files.tables import Health, Table, docs_of, document
 
 log = logging.getLogger("mailbot")
 
 __all__ = ["Store", "StoreCorrupt"]
 
-LAYOUT_VERSION = 4  # 2: an interim layout (never released); 3: the ledger in 4096 shards (migrated)
-SHARDS = {"active": 16384, "due": 16, "closed": 4096, "unsent": 16, "sends": 16, "unmatched": 256}
 
 
-class Store:
+class Store(Layout, Journal):
     """The files engine: TinyDB-format documents under `root`. `root=None` keeps them in memory (same code)."""
 
     def __init__(self, root: Path | None) -> None:
@@ -108,73 +103,6 @@ class Store:
         self._migrating = version == 3
         self._leftovers = root is not None and (root / "pending_index.json").exists()
         self._replay(Table(root, "ledger", shards.get("ledger", 4096), h) if self._migrating else None)
-
-    def _layout(self) -> tuple[int, dict[str, int]]:
-        if self.root is None:
-            return LAYOUT_VERSION, dict(SHARDS)
-        data = self.health.read(self.root / "layout.json")
-        if data is None:
-            if (self.root / "pending.json").exists() or (self.root / "active" / "000.json").exists():
-                raise StoreCorrupt(f"{self.root} was written by an older mailbot (store layout 1); "
-                                   "move it away and re-import the mail (`mailbot import`)")
-            return LAYOUT_VERSION, dict(SHARDS)
-        meta = docs_of(data).get("layout", {})
-        version = meta.get("version")
-        if version not in (3, LAYOUT_VERSION):
-            raise StoreCorrupt(f"{self.root / 'layout.json'}: store layout {version!r}, this mailbot "
-                               f"reads layout {LAYOUT_VERSION}; mailbot will not overwrite it")
-        try:
-            shards = {k: int(v) for k, v in meta.get("shards", {}).items()}
-            if any(n < 1 for n in shards.values()):
-                raise ValueError("a shard count below 1")
-        except (ValueError, TypeError, AttributeError) as e:
-            raise self.health.unreadable(self.root / "layout.json", "the shard counts", e) from None
-        return version, {**SHARDS, **shards}
-
-    def _write_layout(self) -> None:
-        assert self.root is not None
-        atomic_write_bytes(self.root / "layout.json", dump_document(document(
-            {"layout": {"_k": "layout", "version": LAYOUT_VERSION, "shards": self._shard_counts()}})))
-
-    def _migrate_ledger(self, old: Table) -> None:
-        """Layout 3 → 4, in memory: the ledger's pending mail goes to unsent/, the rest to finished/."""
-        for doc in old.docs(keep=False):
-            entry = dict(doc)
-            key = entry.pop("_k")
-            if self.unsent.get(key) is not None or self.finished.get(key) is not None:
-                continue  # written by a migrating commit that crashed before layout.json said 4: newer
-            if entry.get("status") == "pending":
-                self.unsent.put(key, entry)
-            else:
-                self.finished.put(key, entry)
-
-    def _try_to_finish_migration(self) -> None:
-        if self.root is None or not (self._migrating or self._leftovers):
-            return
-        try:
-            self._finish_migration()
-        except OSError as e:  # the commit itself is done; until layout.json says 4 the store reads as before
-            log.warning("store: the migration to layout %d is not finished yet (%s); the next commit tries "
-                        "again", LAYOUT_VERSION, e)
-
-    def _finish_migration(self) -> None:
-        """After the commit that wrote the migrated tables: layout.json says 4, then the old files go. A crash
-        before layout.json migrates again (the old ledger is still there); after it, the next commit removes
-        what is left (pending_index.json goes last, so while it exists there is something to remove)."""
-        assert self.root is not None
-        if self._migrating:
-            self._write_layout()
-            self._migrating = False
-            self._leftovers = True
-        if self._leftovers:
-            ledger = self.root / "ledger"
-            if ledger.is_dir():
-                for name in os.listdir(ledger):
-                    os.unlink(ledger / name)
-                ledger.rmdir()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.root / "pending_index.json")
-            self._leftovers = False
 
     # --- cases -------------------------------------------------------------------------------------
 
@@ -251,6 +179,21 @@ class Store:
         yield from self.active_cases()
         for doc in self.closed.docs(keep=False):
             yield self._case(self.closed, doc)
+
+    def report_cases(self, since: datetime, part: int = 0, parts: int = 1) -> Iterator[Case | CaseFacts]:
+        """The cases with activity at or after `since`, open ones first, as the report reads them: a shard
+        file is decoded straight into CaseFacts (its texts left undecoded); a shard in memory, or a file
+        that is not exactly what this engine writes, goes through the codec as `all_cases` reads it. A
+        part is the shards whose number is `part` modulo `parts`."""
+        for table in (self.active, self.closed):
+            for n, shard in table.shard_bytes(part, parts):
+                facts = facts_of_shard(shard) if isinstance(shard, bytes) else None
+                if facts is None:
+                    docs = shard.values() if isinstance(shard, dict) else table.shard(n, keep=False).values()
+                    facts = (self._case(table, doc) for doc in list(docs))
+                for case in facts:
+                    if case.last_activity >= since:
+                        yield case
 
     def due_case_keys(self, now: datetime) -> list[str]:
         """Keys of open cases whose next action is due, soonest first; reads only the small due index."""
@@ -369,113 +312,6 @@ class Store:
         docs[key] = {**value, "_k": key}
         if self.root is not None:
             atomic_write_bytes(self.root / "checkpoints.json", dump_document(document(docs)))
-
-    # --- durability ----------------------------------------------------------------------------------
-
-    def _journal_path(self) -> Path | None:
-        return None if self.root is None else self.root / "journal.json"
-
-    def _replay(self, old_ledger: Table | None = None) -> None:
-        """A journal left by a crash holds a complete commit: apply it (in memory; the next commit writes it).
-
-        With a layout-3 store (`old_ledger`), the journal's ledger changes (a layout-3 commit) are applied to
-        that ledger, the other changes to their tables (they may be the migrating commit itself), and only
-        then is the old ledger migrated, skipping what unsent/ and finished/ already hold (always newer)."""
-        path = self._journal_path()
-        self._stale_journal = False
-        entries = []
-        if path is not None:
-            data = self.health.read(path)
-            self._stale_journal = data is not None
-            entries = list(docs_of(data).values())
-        if old_ledger is not None:
-            for entry in entries:
-                if entry["t"] == "ledger":
-                    (old_ledger.delete(entry["key"]) if entry["d"] is None
-                     else old_ledger.put(entry["key"], entry["d"]))
-        for entry in entries:
-            name, key, doc = entry["t"], entry["key"], entry["d"]
-            if name in self._runs:
-                self._runs[name].put(key, doc)
-            elif name in ("ledger", "pending_index") and old_ledger is not None:
-                continue  # applied above; layout 3's list of ledger shards is not needed (all are read)
-            elif name not in self._by_name:
-                raise self.health.unreadable(path, f"a change to an unknown table {name!r}", KeyError(name))
-            elif doc is None:
-                self._by_name[name].delete(key)
-            else:
-                self._by_name[name].put(key, doc)
-        if old_ledger is not None:
-            self._migrate_ledger(old_ledger)
-
-    def _changes(self) -> list[tuple[str, str, dict[str, Any] | None]]:
-        changes: list[tuple[str, str, dict[str, Any] | None]] = []
-        for name, runs in self._runs.items():
-            changes.extend((name, k, d) for k, d in runs.changes.items())
-        for table in self._tables:
-            changes.extend((table.name, k, d) for k, d in table.changes.items())
-        return changes
-
-    def commit(self) -> int:
-        """Make every change since the last commit durable, atomically; returns the number of files written."""
-        if self.health.corrupt is not None:
-            raise StoreCorrupt(f"not writing anything: {self.health.corrupt}")
-        changes = self._changes()
-        if not changes:
-            if self._stale_journal and self.root is not None:  # replayed, and everything was already on disk
-                os.unlink(self.root / "journal.json")
-                self._stale_journal = False
-                self._journal_unlinked = True
-            self._try_to_finish_migration()
-            return 0
-        if self.root is None:
-            for index in self._runs.values():
-                index.committed(index.runs)
-            for table in self._tables:
-                table.committed([])
-            return 0
-        journal = self._journal_path()
-        assert journal is not None
-        if not (self.root / "layout.json").exists():
-            self._write_layout()
-        finished_files, finished_runs = self.finished.storages()
-        id_files, runs = self.ids.storages()
-        per_table = [(t, t.storages()) for t in self._tables]
-        files = {t.name: storages for t, storages in per_table}
-        # Shard files in the order outbox ledger → ids → cases (the journal makes the commit atomic in any order).
-        batch = [*files["unsent"], *finished_files, *files["sends"], *files["unmatched"], *files["quarantine"],
-                 *id_files, *files["closed"], *files["active"], *files["due"]]
-        if len(batch) == 1 and not self._stale_journal:
-            if self._journal_unlinked:
-                # The last journal's unlink must be durable before a commit without one: if power loss
-                # brought it back, replaying it would undo this commit.
-                fsync_dir(self.root)
-                self._journal_unlinked = False
-            written = write_batch(batch)  # one file is atomic on its own: no journal needed
-        else:
-            entries = {str(i): {"_k": f"{t}/{k}", "t": t, "key": k, "d": d} for i, (t, k, d) in enumerate(changes, 1)}
-            journal_file = BufferedAtomicStorage(journal, {TABLE: entries}, load=False)
-            journal_file.dirty = True
-            written = write_batch(batch, journal=journal_file)
-            os.unlink(journal)  # no sync needed yet: replaying a finished commit changes nothing
-            self._journal_unlinked = True
-        self._stale_journal = False
-        self.finished.committed(finished_runs)
-        self.ids.committed(runs)
-        for table, storages in per_table:
-            table.committed(storages)
-        self._try_to_finish_migration()
-        if self._runs_to_tidy:
-            # A process killed between a commit's manifest rename and the removal of the runs it merged away
-            # leaves their files behind (never read again); the first commit of the next process removes them.
-            for index in self._runs.values():
-                if index.dir is not None and index.dir.is_dir():
-                    index._remove_unlisted()
-            self._runs_to_tidy = False
-        return written + self.finished.merge_big_runs() + self.ids.merge_big_runs()
-
-    def _shard_counts(self) -> dict[str, int]:
-        return {t.name: t.count for t in self._tables if not t.single}
 
     # --- export and import (the engine-neutral dump: mailbot/store/dump.py) ---------------------------
 

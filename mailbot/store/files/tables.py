@@ -157,6 +157,26 @@ class Table:
         for n in self._numbers():
             yield from list(self.shard(n, keep).values())
 
+    def shard_bytes(self, part: int = 0, parts: int = 1
+                    ) -> Iterator[tuple[int, dict[str, dict[str, Any]] | bytes]]:
+        """Every shard (or those numbered `part` modulo `parts`), undecoded where possible: (n, its file's
+        bytes), or (n, its documents) when the shard is in memory (cached, or changed since the last commit:
+        then the documents, not the file, are the truth). Nothing is cached; a shard whose file went away
+        meanwhile is empty, as `docs` reads it."""
+        for n in self._numbers():
+            if n % parts != part:
+                continue
+            docs = self.loaded.get(n)
+            if docs is not None:
+                yield n, docs
+                continue
+            path = self.path(n)
+            try:
+                raw = path.read_bytes() if path is not None else b""
+            except FileNotFoundError:
+                continue
+            yield n, raw
+
     def __len__(self) -> int:
         return sum(1 for _ in self.docs(keep=False))
 

@@ -1,0 +1,1 @@
+"""Rendering: decisions into customers' and engineers' mail (Jinja templates) and into MIME messages."""
