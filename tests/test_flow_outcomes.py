@@ -12,10 +12,10 @@ from trustlife import BOT, CUSTOMER, ENGINEER, Bot, at, mail, text_of
 
 from mailbot.mailbox.base import FetchedMail
 from mailbot.models import CaseStatus, ParseFailure
+from mailbot.outcomes import CycleReport, Processed, Quarantined
 from mailbot.parse import parse
 from mailbot.render.compose import make_message_id
 from mailbot.render.templates import NO_CASE
-from mailbot.service import CycleReport, Processed, Quarantined
 
 OPENED = "2021-04-13T02:00+08:00"
 LATER = "2021-04-14T10:00+08:00"

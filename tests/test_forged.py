@@ -157,8 +157,8 @@ def test_a_forged_mail_on_the_bounce_path_still_cannot_change_status(bot: Bot) -
 
 
 def test_explain_says_what_apply_does_with_a_forged_and_a_genuine_engineer_mail(bot: Bot) -> None:
+    from mailbot.explain import explain_mail
     from mailbot.parse import parse
-    from mailbot.service import explain_mail
 
     forged = explain_mail(parse(mail(ENGINEER, CUSTOMER, "#close", "2021-04-14T10:00+08:00", cc=BOT,
                                      subject="RE: " + SUBJECT, headers=FORGED)), bot.service)

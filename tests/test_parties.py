@@ -14,9 +14,9 @@ from mailbot.cases import reaches_customer
 from mailbot.cli.views import case_json
 from mailbot.config import ConfigError
 from mailbot.decide.commands import find_commands
+from mailbot.explain import explain_mail
 from mailbot.models import CaseStatus, EntryKind, Role
 from mailbot.parse import parse
-from mailbot.service import explain_mail
 from mailbot.store import case_from_doc, case_to_doc
 from mailbot.wiring import make_calendar
 

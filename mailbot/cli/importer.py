@@ -18,8 +18,8 @@ from mailbot.config import Settings
 from mailbot.decide.policy import replan_from
 from mailbot.mailbox.base import FetchedMail
 from mailbot.mailbox.memory import MemoryMailbox
+from mailbot.outcomes import CycleReport
 from mailbot.parse.pool import parse_in_batches
-from mailbot.service import CycleReport
 from mailbot.store import Store
 from mailbot.wiring import RuntimeProblem, make_service
 

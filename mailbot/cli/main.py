@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if warning:
                 logging.getLogger("mailbot").warning("- %s", warning)
             if args.once:
-                from mailbot.service import CycleReport
+                from mailbot.outcomes import CycleReport
 
                 reports = []
                 for each in services:  # several mailboxes: each in turn, one after the other
@@ -218,8 +218,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     # Slow (mail-parser, jinja2, the redaction patterns): only `explain` and `run` need the parser.
+    from mailbot.explain import explain_mail
     from mailbot.parse import parse
-    from mailbot.service import explain_mail
 
     settings = _settings(args)
     path = Path(args.file)
