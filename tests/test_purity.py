@@ -20,7 +20,8 @@ import pytest
 import mailbot
 
 PURE = ["models", "parse", "parse.headers", "parse.repair", "parse.addresses", "parse.flags", "parse.body",
-        "parse.mail", "parse.quotes", "parse.htmltext", "parse.redact", "parse.charsets", "match",
+        "parse.mail", "parse.quotes", "parse.htmltext", "parse.redact", "parse.secret_labels",
+        "parse.secret_formats", "parse.secret_tables", "parse.charsets", "match",
         "decide.commands", "decide.command_specs", "decide.messages", "decide.ooo", "cases", "decide.policy",
         "decide.calendar", "render.templates", "render.compose", "decide.roles", "decide.authres", "text",
         "mailbox.imap.checkpoint", "decide.inbound", "decide.sweep", "decide.nudge", "decide.digest"]
