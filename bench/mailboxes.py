@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             reader.rollback()  # a fresh snapshot
             return all(reader.seen(i) is not None for i in ids)
 
-        held = wait_spread(60)
+        held = wait_spread(180)
         spreads.append(time.monotonic() - started)
         observer.watching.set()
         for k in range(args.kills):
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             back = time.monotonic()
             instances.start(victim)  # a new process: it takes its share back from the survivors
             observer.watching.clear()  # the hand-back releases and retakes: a short expected gap each
-            wait_spread(60)
+            wait_spread(180)
             spreads.append(time.monotonic() - back)
             observer.watching.set()
 

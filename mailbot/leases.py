@@ -57,8 +57,8 @@ class FairShare:
     (the keepers beat every third of one), so a dead instance's share passes to the others as it stops being
     live, and a new instance's share is handed over without restarting anybody."""
 
-    def __init__(self, mailboxes: int, lease_seconds: float) -> None:
-        self.mailboxes = mailboxes
+    def __init__(self, mailboxes: int, lease_seconds: float, instance: str) -> None:
+        self.mailboxes, self.instance = mailboxes, instance
         self.seconds = float(lease_seconds)
         self.lock = threading.Lock()  # one keeper at a time decides to take or give (no two take the last slot)
         self.keepers: list[LeaseKeeper] = []
@@ -71,7 +71,7 @@ class FairShare:
         tick together: one query instead of one each)."""
         now = time.monotonic()
         if self._quota is None or now - self._quota[0] > self.seconds / 6:
-            live = leases.live_instances(conn, 2 * self.seconds)
+            live = leases.live_instances(conn, 2 * self.seconds, self.instance)
             self._quota = (now, max(1, math.ceil(self.mailboxes / max(1, live))))
         return self._quota[1]
 

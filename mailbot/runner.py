@@ -74,7 +74,7 @@ def make_keepers(settings: Settings, services: Sequence[Any]) -> list[LeaseKeepe
         return [make_keeper(services[0].settings)]
     from mailbot.leases import FairShare
 
-    share = FairShare(len(services), settings.store.lease_seconds)
+    share = FairShare(len(services), settings.store.lease_seconds, settings.bot.instance_name)
     return [make_keeper(s.settings, share) for s in services]
 
 
@@ -160,8 +160,9 @@ class MailboxRun:
         self.said = f"mailbox {self.name}: " if several else ""  # the prefix of this mailbox's log lines
         self.lost_types: tuple[type[BaseException], ...] = ()
         self.held = False  # whether the last look found the lease held (the mailbox is closed when it is not)
-        # Held around this mailbox's ingest and sweep (then the service lock, which several mailboxes share):
-        # giving its lease up waits for its own batch only, not for another mailbox's backlog.
+        # Held around this mailbox's ingest and sweep, inside the service lock (which several mailboxes share):
+        # giving its lease up waits for its own batch only, not for another mailbox's backlog or a sweep
+        # waiting its turn.
         self.busy = threading.RLock()
         if keeper is not None:
             from mailbot.store.postgresql.lease import Fence, LeaseLost
@@ -197,7 +198,7 @@ class MailboxRun:
         if self.stop.is_set():
             return
         try:
-            with self.busy, self.service.lock:  # the sweep of a mailbox's cases runs only on the lease's holder
+            with self.service.lock, self.busy:  # the sweep of a mailbox's cases runs only on the lease's holder
                 if not self.under_lease():
                     return
                 self.service.send_due(self.clock())
@@ -237,7 +238,7 @@ class MailboxRun:
             try:
                 if connect is not None and (keeper is None or keeper.current() is not None):
                     connect()
-                with self.busy, service.lock:
+                with service.lock, self.busy:
                     held = self.under_lease()
                     report = service.ingest(self.clock()) if held else None
                 if report is None:

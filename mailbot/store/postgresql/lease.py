@@ -212,14 +212,16 @@ def heartbeat(conn: Any, name: str) -> None:
         conn.execute("UPDATE instances SET last_seen = now() WHERE name = %s", (name,))
 
 
-def live_instances(conn: Any, within_seconds: float) -> int:
-    """How many instances beat within `within_seconds` by the database's clock (the fair share of mailboxes,
-    `mailbot.leases.FairShare`; `mailbot status` counts the same way)."""
+def live_instances(conn: Any, within_seconds: float, me: str) -> int:
+    """How many instances beat within `within_seconds` by the database's clock, `me` always among them (its
+    own late beat must not make it think it is alone): the fair share of mailboxes,
+    `mailbot.leases.FairShare`; `mailbot status` counts the others the same way."""
     with conn.transaction():
         _limits(conn)
-        row = conn.execute("SELECT count(*) FROM instances WHERE last_seen >= now() - make_interval(secs => %s)",
-                           (float(within_seconds),)).fetchone()
-    return int(row[0]) if row else 0
+        row = conn.execute("SELECT count(*) FROM instances WHERE name <> %s "
+                           "AND last_seen >= now() - make_interval(secs => %s)",
+                           (me, float(within_seconds))).fetchone()
+    return 1 + (int(row[0]) if row else 0)
 
 
 def retire(conn: Any, name: str) -> None:
