@@ -3,6 +3,7 @@ decisions meet the adapters (mailbox, store, transport, clock)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ from mailbot.transport.base import Transport
 
 log = logging.getLogger("mailbot")
 
+LOOKAHEAD = 64  # parsed mails applied per store lookup of their Message-IDs (store.prefetch_seen)
 BATCH = 500  # mails per store commit: one write per touched file per batch
 
 
@@ -139,8 +141,19 @@ class Service(Sweeping, OutboxSender):
                      report: CycleReport) -> tuple[list[str], list[tuple[str, str]]]:
         processed: list[str] = []
         quarantined: list[tuple[str, str]] = []
-        # Results come in mailbox order: a reply is applied after the mail it answers.
-        for fetched, mail in zip(batch, parsed, strict=True):
+        # Results come in mailbox order: a reply is applied after the mail it answers. A few at a time, so that
+        # the store can look their Message-IDs up in one go (PostgreSQL: one query, not one per mail) while
+        # the parse workers go on with the next ones.
+        pairs = zip(batch, parsed, strict=True)
+        while chunk := list(itertools.islice(pairs, LOOKAHEAD)):
+            self.store.prefetch_seen([i for _, m in chunk if isinstance(m, InboundMail)
+                                      for i in (m.message_id, *m.in_reply_to, *m.references[-20:])])
+            self._apply_chunk(chunk, now, report, processed, quarantined)
+        return processed, quarantined
+
+    def _apply_chunk(self, chunk: list[tuple[FetchedMail, InboundMail | ParseFailure]], now: datetime,
+                     report: CycleReport, processed: list[str], quarantined: list[tuple[str, str]]) -> None:
+        for fetched, mail in chunk:
             try:
                 outcome = self.handle_parsed(fetched, mail, now, report)
             except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
@@ -154,7 +167,6 @@ class Service(Sweeping, OutboxSender):
                 quarantined.append((fetched.ref, outcome.reason))
             else:
                 processed.append(fetched.ref)
-        return processed, quarantined
 
     def _save_batch(self, processed: list[str], quarantined: list[tuple[str, str]]) -> None:
         # Case state first, mailbox second: a crash in between means the mail is fetched again and

@@ -228,3 +228,27 @@ def test_a_checkpoint_is_durable_at_once_even_when_the_batch_is_lost(engine: Eng
     assert after.get_checkpoint("imap:INBOX") == {"uidvalidity": 7, "last_uid": 42}
     assert after.get_checkpoint("imap:Other") is None
     assert after.get_case(KEY) is None
+
+
+def test_looking_ahead_changes_no_answer(engine: Engine) -> None:
+    """`prefetch_seen` is a hint: what seen, case_for_message and outbox_held say after it is what they said
+    before, and writes of the same batch show in them."""
+    store = engine.store
+    store.put_case(a_case())
+    store.remember("<old@customer.example>", KEY)
+    store.outbox_record({"action_id": f"{KEY}/closure", "case": KEY, "recorded": "1", "not_before": "2026-03-03"})
+    store.commit()
+    store = engine.reopen()
+    store.prefetch_seen(["<old@customer.example>", "<new@customer.example>", "<reply@customer.example>"])
+    assert store.seen("<old@customer.example>") == {"case": KEY, "place": "case"}
+    assert store.seen("<new@customer.example>") is None and store.case_for_message("<new@customer.example>") is None
+    assert store.case_for_message("<old@customer.example>") == KEY
+    assert [e["action_id"] for e in store.outbox_held(KEY)] == [f"{KEY}/closure"]
+    assert store.outbox_held(OTHER) == []
+    store.remember("<new@customer.example>", OTHER)  # the To and the Cc copy: the second is a duplicate
+    store.outbox_record({"action_id": f"{OTHER}/closure", "case": OTHER, "recorded": "2", "not_before": "2026-03-04"})
+    assert store.seen("<new@customer.example>") == {"case": OTHER, "place": "case"}
+    assert store.case_for_message("<new@customer.example>") == OTHER
+    assert [e["action_id"] for e in store.outbox_held(OTHER)] == [f"{OTHER}/closure"]
+    store.commit()
+    assert engine.reopen().seen("<new@customer.example>") == {"case": OTHER, "place": "case"}

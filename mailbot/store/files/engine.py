@@ -215,6 +215,9 @@ class Store(Layout, Journal):
         doc = self.ids.get(message_id)
         return None if doc is None else public(doc)
 
+    def prefetch_seen(self, message_ids: list[str]) -> None:
+        """Nothing to do: a lookup here costs no round trip (the port's hint is for networked engines)."""
+
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None:
         self.ids.put(message_id, {"case": case_key, "place": place})
 

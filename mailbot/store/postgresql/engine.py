@@ -66,6 +66,7 @@ class PostgresStore(Ledger):
         # The cases this batch wrote: their rows stay locked by this transaction until commit, so no other
         # writer can change them meanwhile and this copy is what a read would return.
         self._own_cases: dict[str, Case] = {}
+        self._seen_ahead: dict[str, dict[str, Any] | None] = {}  # prefetch_seen's answers, for this batch
         self.fence: Callable[[psycopg.Connection[Any]], None] | None = None
         try:
             if init:
@@ -193,16 +194,34 @@ class PostgresStore(Ledger):
     # --- the Message-ID index ------------------------------------------------------------------------
 
     def case_for_message(self, message_id: str) -> str | None:
+        if message_id in self._seen_ahead:  # read ahead with the batch (threading asks for In-Reply-To etc.)
+            ahead = self._seen_ahead[message_id]
+            return (ahead or {}).get("case") or None
         return self._one('SELECT "case" FROM message_ids WHERE key = %s', (escape_text(message_id),)) or None
 
     def case_for_token(self, token: str) -> str | None:
         return self._one('SELECT "case" FROM tokens WHERE token = %s', (escape_text(token),))
 
+    def prefetch_seen(self, message_ids: list[str]) -> None:
+        """Read where these Message-IDs ended in one query (the ingest asks per mail otherwise: one round trip
+        each). Kept until the batch ends; `remember` keeps it current. No other instance writes this
+        mailbox's mail meanwhile (the lease), so the answer stays what a query would say."""
+        if message_ids:
+            found = self.seen_many(list(dict.fromkeys(message_ids)))
+            self._seen_ahead.update({m: found.get(m) for m in message_ids})
+        if self._held_cases is None:
+            self._read_held_cases()
+
     def seen(self, message_id: str) -> dict[str, Any] | None:
+        if message_id in self._seen_ahead:
+            ahead = self._seen_ahead[message_id]
+            return None if ahead is None else dict(ahead)
         row = self._exec('SELECT "case", place FROM message_ids WHERE key = %s', (escape_text(message_id),)).fetchone()
         return None if row is None else {"case": row[0], "place": row[1]}
 
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None:
+        if message_id in self._seen_ahead:
+            self._seen_ahead[message_id] = {"case": case_key, "place": place}
         self._write('INSERT INTO message_ids (key, "case", place) VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE '
                     'SET "case" = excluded."case", place = excluded.place '
                     'WHERE (message_ids."case", message_ids.place) IS DISTINCT FROM (excluded."case", excluded.place)',
@@ -278,6 +297,8 @@ class PostgresStore(Ledger):
         except BaseException:
             self.rollback()
             raise
+        self._seen_ahead.clear()
+        self._held_cases = None
         changed, self._changed = self._changed, 0
         self._own_cases.clear()
         return changed
@@ -286,6 +307,8 @@ class PostgresStore(Ledger):
         """Drop the batch (what a crash before `commit()` does)."""
         self._queued.clear()
         self._own_cases.clear()
+        self._seen_ahead.clear()
+        self._held_cases = None
         if not self.conn.closed:
             self.conn.rollback()
         self._changed = 0

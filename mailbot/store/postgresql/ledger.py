@@ -64,6 +64,8 @@ class Ledger:
         return {action_id: from_db(doc) for action_id, doc in rows}
 
     def _put_entry(self, entry: dict[str, Any]) -> None:
+        if self._held_cases is not None and entry.get("not_before") and entry.get("case"):
+            self._held_cases.add(entry["case"])
         self._write(_PUT_ENTRY, {
             "id": entry["action_id"], "status": entry["status"], "case": entry.get("case"),
             "not_before": entry.get("not_before") or None, "recorded": entry.get("recorded", ""),
@@ -99,7 +101,24 @@ class Ledger:
                     ORDER BY o.recorded, o.action_id""", (self.outbox_of, self.outbox_unowned))
         return [from_db(r[0]) for r in rows]
 
+    # The cases that may have held mail, read once per batch (`prefetch_seen` starts a lookahead): asked for
+    # every incoming mail, and almost always "none", the answer then costs no round trip. A superset: a case
+    # in it is still asked about; mail held during the batch adds its case (`_put_entry`).
+    _held_cases: set[str] | None = None
+
+    def _maybe_held(self, case_key: str) -> bool:
+        if self._held_cases is None:
+            return True
+        return case_key in self._held_cases
+
+    def _read_held_cases(self) -> None:
+        rows = self._exec("""SELECT DISTINCT "case" FROM outbox WHERE status = 'pending'
+            AND coalesce(not_before, '') <> '' AND "case" IS NOT NULL""").fetchall()
+        self._held_cases = {r[0] for r in rows}
+
     def outbox_held(self, case_key: str) -> list[dict[str, Any]]:
+        if not self._maybe_held(case_key):
+            return []
         rows = self._exec("""SELECT doc FROM outbox WHERE status = 'pending' AND "case" = %s
             AND coalesce(not_before, '') <> '' ORDER BY recorded, action_id""", (case_key,))
         return [from_db(r[0]) for r in rows]
