@@ -93,8 +93,8 @@ def measure(root: Path, parts: int | None) -> dict[str, object]:
     from datetime import time as clock
     from zoneinfo import ZoneInfo
 
-    from mailbot.report.figures import Period
     from mailbot.report.parts import default_parts, gather_report
+    from mailbot.report.periods import Period
 
     calendar = BusinessCalendar(ZoneInfo(ZONE), clock(9, 0), clock(18, 0))
     period = Period(datetime(2025, 1, 1).date(), datetime(2026, 12, 31).date(), ZoneInfo(ZONE))
@@ -118,7 +118,8 @@ def figures_only(root: Path) -> float:
     from datetime import time as clock
     from zoneinfo import ZoneInfo
 
-    from mailbot.report.figures import Period, report
+    from mailbot.report.figures import report
+    from mailbot.report.periods import Period
 
     calendar = BusinessCalendar(ZoneInfo(ZONE), clock(9, 0), clock(18, 0))
     period = Period(datetime(2025, 1, 1).date(), datetime(2026, 12, 31).date(), ZoneInfo(ZONE))

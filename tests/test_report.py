@@ -25,9 +25,10 @@ from mailbot.config import from_dict
 from mailbot.decide.calendar import BusinessCalendar
 from mailbot.models import Case, CaseStatus, EntryKind, Role, TimelineEntry
 from mailbot.render.templates import environment
-from mailbot.report.figures import BusinessClock, Period, percentile, report
+from mailbot.report.figures import report
 from mailbot.report.html import render
 from mailbot.report.parts import gather_report
+from mailbot.report.periods import BusinessClock, Period, percentile
 from mailbot.report.weekly import weekly_report_due, weekly_slot
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -646,7 +647,7 @@ def test_run_once_on_monday_morning_sends_the_weekly_report_with_the_sweep(tmp_p
     assert len([m for m in bot.sent() if "Follow-up report" in str(m["Subject"])]) == 2
 
 
-@pytest.mark.parametrize("name", ["report.figures", "report.html", "report.weekly"])
+@pytest.mark.parametrize("name", ["report.figures", "report.periods", "report.html", "report.weekly"])
 def test_the_report_decides_without_io(name):
     from test_purity import probe  # the same probe as the other pure modules
 

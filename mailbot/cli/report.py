@@ -45,7 +45,7 @@ def _day(value: str, option: str) -> date:
 
 
 def period_from(args: argparse.Namespace, settings: Settings, now: datetime) -> Any:
-    from mailbot.report.figures import Period
+    from mailbot.report.periods import Period
 
     zone = settings.bot.zone
     until = _day(args.until, "--until") if args.until else now.astimezone(zone).date()

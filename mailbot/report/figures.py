@@ -20,11 +20,10 @@ it by step (1 → `reminder`, 2+ → `reminder2`), so `by_template` follows the 
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -32,11 +31,11 @@ from zoneinfo import ZoneInfo
 from mailbot.decide.calendar import BusinessCalendar
 from mailbot.decide.commands import ALIASES, find_commands
 from mailbot.models import Case, EntryKind, Role, TimelineEntry
+from mailbot.report.periods import WITHIN_DAYS, BusinessClock, Period, hours_summary, rate
 
 if TYPE_CHECKING:  # the store's package is not imported here: the figures are pure
     from mailbot.store.codec import CaseFacts
 
-WITHIN_DAYS = (1, 3)  # "answered within N business days", as INTERFACE.md names them
 # EntryKind.NUDGE and ESCALATION (mail to the engineers and the leads, issue 17), compared by value: a
 # timeline from before they existed simply counts 0.
 NUDGE_KINDS = frozenset({"nudge"})
@@ -44,124 +43,6 @@ ESCALATION_KINDS = frozenset({"escalation"})
 _CLOSE_WORDS = tuple(sorted({alias.casefold() for alias, name in ALIASES.items() if name == "close"}))
 _HEAD = 2000  # commands are the first lines of a mail (mailbot.decide.commands.find_commands)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-@dataclass(frozen=True)
-class Period:
-    """Local days `since` … `until`, both included, in `zone` (the bot's)."""
-
-    since: date
-    until: date
-    zone: ZoneInfo
-
-    def __post_init__(self) -> None:
-        if self.until < self.since:
-            raise ValueError(f"the period ends ({self.until}) before it starts ({self.since})")
-
-    @property
-    def start(self) -> datetime:
-        return datetime.combine(self.since, time(0, 0), tzinfo=self.zone).astimezone(UTC)
-
-    @property
-    def end(self) -> datetime:
-        """The first instant after the period."""
-        return datetime.combine(self.until + timedelta(days=1), time(0, 0), tzinfo=self.zone).astimezone(UTC)
-
-
-def default_period(now: datetime, zone: ZoneInfo, days: int = 30) -> Period:
-    """The last `days` local days up to and including today."""
-    today = now.astimezone(zone).date()
-    return Period(today - timedelta(days=days - 1), today, zone)
-
-
-def previous_week(now: datetime, zone: ZoneInfo) -> Period:
-    """Monday to Sunday of the week before `now`'s (the weekly report's period)."""
-    monday = now.astimezone(zone).date()
-    monday -= timedelta(days=monday.weekday())
-    return Period(monday - timedelta(days=7), monday - timedelta(days=1), zone)
-
-
-class BusinessClock:
-    """Business seconds between instants: working hours on the calendar's workdays, in its zone.
-
-    The holidays and hours are the calendar's (BusinessCalendar.is_workday, opening, closing); this only
-    adds a running total per day, so one difference costs two lookups instead of a walk over the days
-    between (hundreds of thousands of reply times per report)."""
-
-    def __init__(self, calendar: BusinessCalendar) -> None:
-        self.calendar = calendar
-        self.zone = calendar.zone
-        self.opening = _seconds(calendar.opening)
-        self.day = _seconds(calendar.closing) - self.opening
-        self._base = 0  # the date ordinal of _before[0]
-        self._before: list[int] = []  # business seconds from _base up to the start of each day
-        self._workday: list[bool] = []
-        # (n, n business days in hours) for "answered within n business days"
-        self.within_limits = tuple((n, n * self.day_hours) for n in WITHIN_DAYS)
-
-    def _index(self, ordinal: int) -> int:
-        if not self._before:
-            self._base = ordinal - 200
-            self._extend(ordinal + 200)
-        elif ordinal < self._base:
-            # Prepend a year more than needed: timelines are read in no particular order of cases.
-            old_base, old_before, old_workday = self._base, self._before, self._workday
-            self._base, self._before, self._workday = ordinal - 366, [], []
-            self._extend(old_base - 1)
-            shift = self._before[-1] + (self.day if self._workday[-1] else 0)
-            self._before += [b + shift for b in old_before]
-            self._workday += old_workday
-        if ordinal - self._base >= len(self._before):
-            self._extend(ordinal + 366)
-        return ordinal - self._base
-
-    def _extend(self, last: int) -> None:
-        total = self._before[-1] + (self.day if self._workday[-1] else 0) if self._before else 0
-        for ordinal in range(self._base + len(self._before), last + 1):
-            workday = self.calendar.is_workday(date.fromordinal(ordinal))
-            self._before.append(total)
-            self._workday.append(workday)
-            total += self.day if workday else 0
-
-    def at(self, instant: datetime) -> int:
-        """Business seconds from the clock's origin to `instant`."""
-        local = instant.astimezone(self.zone)
-        i = local.toordinal() - self._base
-        if not 0 <= i < len(self._before):  # outside the days known so far (rare): extend the totals
-            i = self._index(local.toordinal())
-        if not self._workday[i]:
-            return self._before[i]
-        into = local.hour * 3600 + local.minute * 60 + local.second - self.opening
-        return self._before[i] + min(max(into, 0), self.day)
-
-    def hours_between(self, start: datetime, end: datetime) -> float:
-        return max(0, self.at(end) - self.at(start)) / 3600
-
-    @property
-    def day_hours(self) -> float:
-        return self.day / 3600
-
-
-def _seconds(t: time) -> int:
-    return t.hour * 3600 + t.minute * 60 + t.second
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest rank: the smallest value with at least p % of the values at or below it; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 3) if whole else None
-
-
-def _hours(values: list[float]) -> dict[str, Any]:
-    p50, p90 = percentile(values, 50), percentile(values, 90)
-    return {"p50": None if p50 is None else round(p50, 1), "p90": None if p90 is None else round(p90, 1),
-            "count": len(values)}
 
 
 @dataclass
@@ -411,13 +292,13 @@ class _Tally:
                                for i, b in enumerate(self.by_weekday)],
                 "by_hour": [{"hour": h, **b.as_dict()} for h, b in enumerate(self.by_hour)],
             },
-            "customer_reply_business_hours": _hours(self.customer_hours),
-            "engineer_reply_business_hours": _hours(self.engineer_hours),
+            "customer_reply_business_hours": hours_summary(self.customer_hours),
+            "engineer_reply_business_hours": hours_summary(self.engineer_hours),
             "nudges": self.nudges,
             "escalations": self.escalations,
             "by_engineer": [
                 {"address": address, "cases": len(e.cases), "replies": e.replies,
-                 "reply_business_hours": _hours(e.reply_hours), "closures": e.closures}
+                 "reply_business_hours": hours_summary(e.reply_hours), "closures": e.closures}
                 for address, e in sorted(self.engineers.items())
                 if e.cases or e.replies or e.closures
             ],

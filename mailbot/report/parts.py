@@ -17,7 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from mailbot.decide.calendar import BusinessCalendar
-from mailbot.report.figures import Period, report_of, tally
+from mailbot.report.figures import report_of, tally
+from mailbot.report.periods import Period
 from mailbot.store.port import StorePort
 
 MAX_PARTS = 4  # beyond a few, the processes' start and the summing cost more than they save

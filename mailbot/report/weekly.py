@@ -50,8 +50,9 @@ def send_weekly_report(service: Any, now: datetime) -> bool:
     # Slow imports (figures over every case, jinja2) only once a week.
     from mailbot.render import compose
     from mailbot.render.templates import TemplateProblem
-    from mailbot.report.figures import previous_week, report
+    from mailbot.report.figures import report
     from mailbot.report.html import report_mail
+    from mailbot.report.periods import previous_week
 
     period = previous_week(now, settings.bot.zone)
     action_id = weekly_action_id(period.since.isoformat())
