@@ -198,6 +198,8 @@ def make_services(settings: Settings, store: StorePort, once: bool = False,
 
             if isinstance(own_store, PostgresStore):  # its pending mail only; the first also sends caseless mail
                 own_store.outbox_of, own_store.outbox_unowned = m.name, i == 0
+                if i == 0:  # cases of a mailbox no longer configured: swept and sent for by the first one
+                    own_store.configured = tuple(x.name for x in settings.all_mailboxes)
         services.append(make_service(own, own_store, make_mailbox(own, own_store, once or several), once=once,
                                      transport=transport, parser=parser))
     identities = {s.settings.mailbox.name: (s.me, s.env) for s in services}

@@ -208,3 +208,20 @@ def test_a_dump_of_another_format_is_refused_with_one_line(store: PostgresStore)
     with pytest.raises(DumpError, match="unknown kind 'table'"):
         load(store, [{"kind": "table"}])
     assert store.counts() == {"active": 0, "closed": 0, "unmatched": 0, "quarantined": 0, "pending": 0}
+
+
+def test_the_first_mailbox_adopts_the_cases_of_a_mailbox_no_longer_configured(pg_store_dsn: str) -> None:
+    old = PostgresStore(pg_store_dsn, mailbox="retired")
+    old.put_case(a_case(KEY, due=T0).with_(mailbox="retired"))
+    old.outbox_record({"action_id": f"{KEY}/reminder/1", "case": KEY, "recorded": "1", "raw": "x"})
+    old.commit()
+    old.close()
+    first, second = PostgresStore(pg_store_dsn, mailbox="sales"), PostgresStore(pg_store_dsn, mailbox="support")
+    for store, name in ((first, "sales"), (second, "support")):
+        store.outbox_of, store.outbox_unowned = name, store is first
+    first.configured = ("sales", "support")
+    assert first.due_case_keys(T0) == [KEY] and second.due_case_keys(T0) == []
+    assert [e["action_id"] for e in first.outbox_pending()] == [f"{KEY}/reminder/1"]
+    assert second.outbox_pending() == []
+    for s in (first, second):
+        s.close()

@@ -67,6 +67,9 @@ class PostgresStore(Ledger):
         # writer can change them meanwhile and this copy is what a read would return.
         self._own_cases: dict[str, Case] = {}
         self._seen_ahead: dict[str, dict[str, Any] | None] = {}  # prefetch_seen's answers, for this batch
+        # Set on the first mailbox's store when there are several: the configured mailboxes' names, so that
+        # it also sweeps and sends for cases of any other (a mailbox renamed or removed from the config).
+        self.configured: tuple[str, ...] | None = None
         self.fence: Callable[[psycopg.Connection[Any]], None] | None = None
         try:
             if init:
@@ -186,9 +189,13 @@ class PostgresStore(Ledger):
         if self.mailbox is None:
             rows = self._exec("SELECT key FROM cases WHERE next_due IS NOT NULL AND next_due <= %s "
                               "ORDER BY next_due, key", (now,))
-        else:
+        elif self.configured is None:
             rows = self._exec("SELECT key FROM cases WHERE mailbox = %s AND next_due IS NOT NULL "
                               "AND next_due <= %s ORDER BY next_due, key", (self.mailbox, now))
+        else:  # the first mailbox also sweeps the cases of mailboxes no longer configured (renamed, removed)
+            rows = self._exec("SELECT key FROM cases WHERE (mailbox = %s OR NOT mailbox = ANY(%s)) "
+                              "AND next_due IS NOT NULL AND next_due <= %s ORDER BY next_due, key",
+                              (self.mailbox, list(self.configured), now))
         return [r[0] for r in rows]
 
     # --- the Message-ID index ------------------------------------------------------------------------

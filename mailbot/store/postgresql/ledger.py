@@ -90,6 +90,7 @@ class Ledger:
     # the one-mailbox form); `outbox_unowned`: this store also sends mail outside any case (the first mailbox).
     outbox_of: str | None = None
     outbox_unowned: bool = True
+    configured: tuple[str, ...] | None = None  # PostgresStore's: the first mailbox adopts the others' orphans
 
     def outbox_pending(self) -> list[dict[str, Any]]:
         if self.outbox_of is None:
@@ -97,8 +98,10 @@ class Ledger:
         else:
             rows = self._exec(
                 """SELECT o.doc FROM outbox o LEFT JOIN cases c ON c.key = o."case"
-                    WHERE o.status = 'pending' AND (c.mailbox = %s OR (c.mailbox IS NULL AND %s))
-                    ORDER BY o.recorded, o.action_id""", (self.outbox_of, self.outbox_unowned))
+                    WHERE o.status = 'pending' AND (c.mailbox = %s OR (c.mailbox IS NULL AND %s)
+                          OR (%s AND NOT c.mailbox = ANY(%s)))
+                    ORDER BY o.recorded, o.action_id""",
+                (self.outbox_of, self.outbox_unowned, self.configured is not None, list(self.configured or ())))
         return [from_db(r[0]) for r in rows]
 
     # The cases that may have held mail, read once per batch (`prefetch_seen` starts a lookahead): asked for
