@@ -265,7 +265,11 @@ class LeaseKeeper:
                          lease.fence)
                 self.acquired.set()
         share = self.share
-        if self.lease is None and (share is None or share.reserve(self._conn)):
+        # With a fair share, a slot of it is reserved only for a lease that can be taken now: a keeper trying for
+        # a lease another live instance holds would keep the slot (its acquire waits up to a second on the row
+        # that instance's commit holds) and starve the keeper of a lapsed one (measured: takeovers of 6–9 s).
+        if self.lease is None and (share is None or (leases.takeable(self._conn, self.mailbox)
+                                                      and share.reserve(self._conn))):
             try:
                 gained = leases.acquire(self._conn, self.mailbox, self.instance, self.seconds)
                 if gained is not None:

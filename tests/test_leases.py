@@ -100,6 +100,23 @@ def test_a_released_lease_is_free_at_once(connect) -> None:
     assert leases.renew(b_conn, taken) is not None
 
 
+def test_a_lease_is_takeable_only_when_free_and_asking_never_waits_for_the_holders_batch(connect) -> None:
+    a_conn, b_conn = connect(), connect()
+    assert leases.takeable(b_conn, BOX)  # never taken
+    held = leases.acquire(a_conn, BOX, "a", 1.0)
+    assert held is not None and not leases.takeable(b_conn, BOX)
+    # The holder's commit holds the lease row (its fence check) until COMMIT: the question is a plain read,
+    # answered at once — an acquire would wait for the row, and give up after its lock timeout.
+    with a_conn.transaction():
+        leases.check_fence(a_conn, BOX, held.fence)
+        assert not leases.takeable(b_conn, BOX)
+    time.sleep(1.2)
+    assert leases.takeable(b_conn, BOX)  # lapsed by the database's clock
+    taken = leases.acquire(b_conn, BOX, "b", 30.0)
+    assert taken is not None and not leases.takeable(a_conn, BOX)
+    assert leases.release(b_conn, taken) and leases.takeable(a_conn, BOX)
+
+
 def test_the_holder_stops_acting_before_the_database_lets_another_take_over(connect) -> None:
     a_conn, observer = connect(), connect()
     held = leases.acquire(a_conn, BOX, "a", 3.0)

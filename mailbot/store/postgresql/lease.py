@@ -116,6 +116,16 @@ def acquire(conn: Any, mailbox: str, instance: str, lease_seconds: float) -> Lea
     return Lease(mailbox, instance, int(row[0]), row[1], float(lease_seconds), _deadline(sent_at, lease_seconds))
 
 
+def takeable(conn: Any, mailbox: str) -> bool:
+    """Whether `acquire` could take the lease now (never taken, released or expired by the database's clock).
+    A plain read: it never waits for a row another instance's batch holds, so an instance can ask about every
+    mailbox without stalling, and spend its fair share only on leases it can actually take."""
+    with conn.transaction():
+        _limits(conn)
+        row = conn.execute("SELECT expires > now() FROM leases WHERE mailbox = %s", (mailbox,)).fetchone()
+    return row is None or not row[0]
+
+
 def renew(conn: Any, lease: Lease) -> datetime | None:
     """Extend the lease by its length from the database's now; only its holder, with the same fencing number,
     can. Returns the new expiry (and moves the local deadline), or None: lost to another instance.
