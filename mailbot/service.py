@@ -33,7 +33,7 @@ from mailbot.decide.policy import (
     plan_next,
 )
 from mailbot.mailbox.base import FetchedMail, Mailbox
-from mailbot.match import Index, match, strip_prefixes
+from mailbot.match import Index, find_key, match, strip_prefixes
 from mailbot.models import Case, CaseMatch, CaseStatus, InboundMail, ParseFailure
 from mailbot.outbox import OutboxSender
 from mailbot.outcomes import CycleReport, MailOutcome, Processed, Quarantined, SentFolder
@@ -46,7 +46,7 @@ from mailbot.transport.base import Transport
 
 log = logging.getLogger("mailbot")
 
-LOOKAHEAD = 64  # parsed mails applied per store lookup of their Message-IDs (store.prefetch_seen)
+LOOKAHEAD = 64  # parsed mails applied per store lookup of their Message-IDs (store.prefetch)
 BATCH = 500  # mails per store commit: one write per touched file per batch
 
 
@@ -146,8 +146,9 @@ class Service(Sweeping, OutboxSender):
         # the parse workers go on with the next ones.
         pairs = zip(batch, parsed, strict=True)
         while chunk := list(itertools.islice(pairs, LOOKAHEAD)):
-            self.store.prefetch_seen([i for _, m in chunk if isinstance(m, InboundMail)
-                                      for i in (m.message_id, *m.in_reply_to, *m.references[-20:])])
+            mails = [m for _, m in chunk if isinstance(m, InboundMail)]
+            self.store.prefetch([i for m in mails for i in (m.message_id, *m.in_reply_to, *m.references[-20:])],
+                                [k for m in mails if (k := find_key(m.subject, self.settings.cases.patterns))])
             self._apply_chunk(chunk, now, report, processed, quarantined)
         return processed, quarantined
 

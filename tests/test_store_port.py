@@ -231,7 +231,7 @@ def test_a_checkpoint_is_durable_at_once_even_when_the_batch_is_lost(engine: Eng
 
 
 def test_looking_ahead_changes_no_answer(engine: Engine) -> None:
-    """`prefetch_seen` is a hint: what seen, case_for_message and outbox_held say after it is what they said
+    """`prefetch` is a hint: what seen, case_for_message and outbox_held say after it is what they said
     before, and writes of the same batch show in them."""
     store = engine.store
     store.put_case(a_case())
@@ -239,7 +239,9 @@ def test_looking_ahead_changes_no_answer(engine: Engine) -> None:
     store.outbox_record({"action_id": f"{KEY}/closure", "case": KEY, "recorded": "1", "not_before": "2026-03-03"})
     store.commit()
     store = engine.reopen()
-    store.prefetch_seen(["<old@customer.example>", "<new@customer.example>", "<reply@customer.example>"])
+    store.prefetch(["<old@customer.example>", "<new@customer.example>", "<reply@customer.example>"],
+                   [KEY, OTHER])
+    assert store.get_case(KEY) == a_case() and store.get_case(OTHER) is None
     assert store.seen("<old@customer.example>") == {"case": KEY, "place": "case"}
     assert store.seen("<new@customer.example>") is None and store.case_for_message("<new@customer.example>") is None
     assert store.case_for_message("<old@customer.example>") == KEY
@@ -250,5 +252,7 @@ def test_looking_ahead_changes_no_answer(engine: Engine) -> None:
     assert store.seen("<new@customer.example>") == {"case": OTHER, "place": "case"}
     assert store.case_for_message("<new@customer.example>") == OTHER
     assert [e["action_id"] for e in store.outbox_held(OTHER)] == [f"{OTHER}/closure"]
+    store.put_case(a_case(OTHER, tokens=()))  # a case opened in the batch: read ahead as absent, now there
+    assert store.get_case(OTHER) == a_case(OTHER, tokens=())
     store.commit()
     assert engine.reopen().seen("<new@customer.example>") == {"case": OTHER, "place": "case"}

@@ -9,7 +9,7 @@ so a case that cannot be stored cannot be stored here either.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -97,7 +97,7 @@ class MemoryStore:
         doc = self.ids.get(message_id)
         return None if doc is None else dict(doc)
 
-    def prefetch_seen(self, message_ids: list[str]) -> None:
+    def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
         """Nothing to do: a lookup here costs no round trip (the port's hint is for networked engines)."""
 
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None:

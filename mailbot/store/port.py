@@ -16,7 +16,7 @@ runs on each):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -51,9 +51,10 @@ class StorePort(Protocol):
     def seen(self, message_id: str) -> dict[str, Any] | None:
         """Where a recorded message ended: {"case": KEY, "place": ...} or {"case": "", "place": ...}."""
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None: ...
-    def prefetch_seen(self, message_ids: list[str]) -> None:
-        """A hint, changing nothing: `seen` is about to be asked about these. An engine behind a network
-        (PostgreSQL) reads them in one query instead of one round trip each; the others ignore it."""
+    def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
+        """A hint, changing nothing: `seen` / `case_for_message` are about to be asked about these Message-IDs
+        and `get_case` about these keys. An engine behind a network (PostgreSQL) reads them in one query each
+        instead of one round trip per mail; the others ignore it."""
 
     # --- unmatched and quarantined mail ---
     def add_unmatched(self, record: dict[str, Any]) -> None:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ class Store(Layout, Journal):
         doc = self.ids.get(message_id)
         return None if doc is None else public(doc)
 
-    def prefetch_seen(self, message_ids: list[str]) -> None:
+    def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
         """Nothing to do: a lookup here costs no round trip (the port's hint is for networked engines)."""
 
     def remember(self, message_id: str, case_key: str, place: str = "case") -> None:

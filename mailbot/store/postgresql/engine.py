@@ -12,7 +12,7 @@ called with the batch's connection just before COMMIT: raising there rolls the b
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -66,7 +66,8 @@ class PostgresStore(Ledger):
         # The cases this batch wrote: their rows stay locked by this transaction until commit, so no other
         # writer can change them meanwhile and this copy is what a read would return.
         self._own_cases: dict[str, Case] = {}
-        self._seen_ahead: dict[str, dict[str, Any] | None] = {}  # prefetch_seen's answers, for this batch
+        self._seen_ahead: dict[str, dict[str, Any] | None] = {}
+        self._cases_ahead: dict[str, Case | None] = {}  # prefetch's cases, for this batch  # prefetch's answers, for this batch
         # Set on the first mailbox's store when there are several: the configured mailboxes' names, so that
         # it also sweeps and sends for cases of any other (a mailbox renamed or removed from the config).
         self.configured: tuple[str, ...] | None = None
@@ -146,6 +147,8 @@ class PostgresStore(Ledger):
     def get_case(self, key: str) -> Case | None:
         if key in self._own_cases:
             return self._own_cases[key]
+        if key in self._cases_ahead:  # read ahead with the batch (prefetch); a write goes to _own_cases first
+            return self._cases_ahead[key]
         doc = self._one("SELECT doc FROM cases WHERE key = %s", (key,))
         return None if doc is None else self._case(key, doc)
 
@@ -209,13 +212,17 @@ class PostgresStore(Ledger):
     def case_for_token(self, token: str) -> str | None:
         return self._one('SELECT "case" FROM tokens WHERE token = %s', (escape_text(token),))
 
-    def prefetch_seen(self, message_ids: list[str]) -> None:
+    def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
         """Read where these Message-IDs ended in one query (the ingest asks per mail otherwise: one round trip
         each). Kept until the batch ends; `remember` keeps it current. No other instance writes this
         mailbox's mail meanwhile (the lease), so the answer stays what a query would say."""
         if message_ids:
             found = self.seen_many(list(dict.fromkeys(message_ids)))
             self._seen_ahead.update({m: found.get(m) for m in message_ids})
+        keys = [k for k in dict.fromkeys(case_keys) if k not in self._own_cases and k not in self._cases_ahead]
+        if keys:
+            found = self.get_cases(keys)
+            self._cases_ahead.update({k: found.get(k) for k in keys})
         if self._held_cases is None:
             self._read_held_cases()
 
@@ -305,6 +312,7 @@ class PostgresStore(Ledger):
             self.rollback()
             raise
         self._seen_ahead.clear()
+        self._cases_ahead.clear()
         self._held_cases = None
         changed, self._changed = self._changed, 0
         self._own_cases.clear()
@@ -315,6 +323,7 @@ class PostgresStore(Ledger):
         self._queued.clear()
         self._own_cases.clear()
         self._seen_ahead.clear()
+        self._cases_ahead.clear()
         self._held_cases = None
         if not self.conn.closed:
             self.conn.rollback()
