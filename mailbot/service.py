@@ -269,20 +269,24 @@ class Service(Sweeping, OutboxSender):
         # Cases its command lines named and changed (a digest reply): their mails (a closure) go on them.
         named = {c.key: c for c in decision.named}
         rest = []
+        held: dict[str, Message] = {}  # action id → what the receipt says about a mail the daily cap holds
         for send in decision.sends:
             case = named.get(send.case_key)
             if case is None:
                 rest.append(send)
                 continue
-            _, recorded = self._record_intent(case, case, send, now, report, hold_over_cap=True)
+            wait, recorded = self._record_intent(case, case, send, now, report, hold_over_cap=True)
+            if wait is not None:
+                held[send.action_id] = held_message(send, *wait, calendar_for(case, self.policy).zone)
             named[case.key] = recorded if recorded is not None else case
         for case in named.values():
             self.store.put_case(case)
         if rest:
             # No case to record on: the receipt shows the mail's own subject where a case's title would be.
             shown = outside_case(strip_prefixes(mail.subject), mail.subject, self.settings.bot.language, now)
-            for send in rest:
-                self._record_send(None, send, now, report, shown=shown)
+            for send in rest:  # the receipt: a closure the cap holds is "held until …", not "sent"
+                self._record_send(None, held_receipt(send, held, self.settings.bot.language), now, report,
+                                  shown=shown)
 
     def _event(self, key: str | None, message: str, level: int = logging.INFO) -> None:
         # Subjects and reasons can carry what people paste: logs get the same masking as the store.

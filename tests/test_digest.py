@@ -193,3 +193,16 @@ def test_an_english_digest_when_the_bot_speaks_english(make_settings) -> None:
     [digest] = digests(b, day="2021-04-14")
     assert "Your cases on 2021-04-14" in digest["Subject"]
     assert f"#skip {KEY}" in text_of(digest) and "reminder 1" not in text_of(digest)
+
+
+def test_a_close_by_digest_reply_that_the_daily_cap_holds_says_when_it_goes_not_that_it_went(make_settings) -> None:
+    b = Bot(make_settings(digest={"at": "09:00"}, smtp={"max_per_recipient_per_day": 1}))
+    b.receive(mail(ENGINEER, CUSTOMER, "请上传日志。", "2021-04-13T14:00+08:00", cc=BOT), "2021-04-13T14:00+08:00")
+    b.tick("2021-04-16T14:00+08:00")  # reminder 1: the customer's one mail today
+    veto(b, f"#close {KEY}\nSummary: 已解决", "2021-04-16T15:00+08:00")
+    [receipt] = [m for m in b.sent(ENGINEER) if m["Subject"].startswith("[mailbot] #close")]
+    assert "将于 2021-04-19 09:00 发出" in text_of(receipt)  # held for Monday's opening, and it says so
+    assert b.case().status == CaseStatus.CLOSED
+    assert [m for m in b.sent(CUSTOMER) if "已解决" in text_of(m)] == []
+    b.tick("2021-04-19T09:00+08:00")
+    assert len([m for m in b.sent(CUSTOMER) if "已解决" in text_of(m)]) == 1
