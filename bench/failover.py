@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.policy
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,72 +37,14 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-NOW = "2026-03-05T10:00:00+08:00"  # a Thursday morning in Shanghai: a business day, inside working hours
+from instances import NOW, Instances, instance_config, message_id  # noqa: E402
+
 WORKER = ROOT / "tests" / "lease_worker.py"
-
-
-def _mid(raw: bytes) -> str:
-    return str(email.message_from_bytes(raw, policy=email.policy.compat32)["Message-ID"] or "").strip()
 
 
 def _holder(conn: Any) -> tuple[str, int] | None:
     row = conn.execute("SELECT holder, fence FROM leases WHERE mailbox = 'default' AND expires > now()").fetchone()
     return None if row is None else (str(row[0]), int(row[1]))
-
-
-def _config(name: str, mailbox: str, smtp_port: int, lease: float) -> str:
-    return f"""
-[bot]
-address = "casebot@support.example"
-name = "casebot"
-state_dir = "state-{name}"
-instance_name = "{name}"
-parse_workers = 1
-[engineers]
-domains = ["support.example"]
-{mailbox}
-poll_seconds = 1
-[smtp]
-kind = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-max_per_recipient_per_day = 1000
-[followup]
-sweep_seconds = 1
-[store]
-kind = "postgresql"
-lease_seconds = {lease}
-"""
-
-
-class Instances:
-    """The two worker processes, by name; a killed one is started again (a fresh process, a standby)."""
-
-    def __init__(self, work: Path, dsn: str, env: dict[str, str]) -> None:
-        self.work, self.dsn, self.env = work, dsn, env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        log = (self.work / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, str(WORKER), f"{name}.toml", "--now", NOW], cwd=self.work, stdout=log,
-            stderr=subprocess.STDOUT, env={**self.env, "MAILBOT_DATABASE_URL": self.dsn}, start_new_session=True)
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and its children, at once
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = random.Random(args.seed)
     mails = generate(args.mails, max(1, args.mails // 5), seed=args.seed)
-    ids = [_mid(m.raw) for m in mails]
+    ids = [message_id(m.raw) for m in mails]
     work = Path(tempfile.mkdtemp(prefix="mailbot-bench-failover-"))
     server_root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
     pg = PostgresServer(bindir)
@@ -193,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             write_maildir(work / "maildir", mails)
             section = '[mailbox]\npath = "maildir"'
         for name in ("a", "b"):
-            (work / f"{name}.toml").write_text(_config(name, section, sink.port, args.lease), encoding="utf-8")
-        instances = Instances(work, dsn, env)
+            (work / f"{name}.toml").write_text(instance_config(name, section + "\npoll_seconds = 1", sink.port, args.lease), encoding="utf-8")
+        instances = Instances(work, dsn, [sys.executable, str(WORKER)], env)
         observer = psycopg.connect(dsn, autocommit=True)
         started = time.monotonic()
         for name in ("a", "b"):
@@ -272,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             dovecot.stop()
         pg.stop()
         shutil.rmtree(server_root, ignore_errors=True)
-    at_sink = Counter(_mid(m.raw) for m in sink.messages)
+    at_sink = Counter(message_id(m.raw) for m in sink.messages)
     sent_twice = sorted(mid for mid, n in at_sink.items() if n > 1)
     limit = 2 * args.lease
     slow = [t for t in takeovers if t > limit]

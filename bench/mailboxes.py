@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email
-import email.policy
 import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,78 +39,17 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-NOW = "2026-03-05T10:00:00+08:00"  # a Thursday morning in Shanghai: a business day, inside working hours
+from instances import NOW, Instances, instance_config, message_id  # noqa: E402
+
 MAILBOXES = tuple(f"desk{n}" for n in range(1, 7))
 INSTANCES = ("a", "b", "c")
-
-
-def _mid(raw: bytes) -> str:
-    return str(email.message_from_bytes(raw, policy=email.policy.compat32)["Message-ID"] or "").strip()
-
-
-def _config(name: str, smtp_port: int, lease: float) -> str:
-    desks = "".join(f'[mailboxes.{m}]\npath = "{m}"\npoll_seconds = 1\n' for m in MAILBOXES)
-    return f"""
-[bot]
-address = "casebot@support.example"
-name = "casebot"
-state_dir = "state-{name}"
-instance_name = "{name}"
-parse_workers = 1
-[engineers]
-domains = ["support.example"]
-{desks}
-[smtp]
-kind = "smtp"
-host = "127.0.0.1"
-port = {smtp_port}
-security = "none"
-max_per_recipient_per_day = 1000
-[followup]
-sweep_seconds = 1
-[store]
-kind = "postgresql"
-lease_seconds = {lease}
-"""
+DESKS = "".join(f'[mailboxes.{m}]\npath = "{m}"\npoll_seconds = 1\n' for m in MAILBOXES)
 
 
 def _leases(conn: Any) -> dict[str, tuple[str, int]]:
     """mailbox → (holder, fence) of each lease held now, by the database's clock."""
     rows = conn.execute("SELECT mailbox, holder, fence FROM leases WHERE expires > now()").fetchall()
     return {str(m): (str(h), int(f)) for m, h, f in rows}
-
-
-class Instances:
-    """The worker processes, by name; a killed one is started again (a fresh process)."""
-
-    def __init__(self, work: Path, dsn: str) -> None:
-        self.work, self.dsn = work, dsn
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str) -> None:
-        log = (self.work / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "mailbot.cli", "run", "--config", f"{name}.toml", "--now", NOW], cwd=self.work,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "MAILBOT_DATABASE_URL": self.dsn, "PYTHONPATH": str(ROOT)})
-
-    def kill(self, name: str) -> None:
-        proc = self.procs[name]
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and its children, at once
-        proc.wait()
-
-    def stop_all(self) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        codes: dict[str, int | None] = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                codes[name] = None
-        return codes
 
 
 class Observer(threading.Thread):
@@ -168,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rng = random.Random(args.seed)
     mails = generate(args.mails, max(1, args.mails // 5), seed=args.seed)
-    ids = [_mid(m.raw) for m in mails]
+    ids = [message_id(m.raw) for m in mails]
     work = Path(tempfile.mkdtemp(prefix="mailbot-bench-mailboxes-"))
     pg = PostgresServer(bindir)
 
@@ -204,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         for n, m in enumerate(MAILBOXES):  # each thread's mail in one mailbox
             write_maildir(work / m, [x for x in mails if x.thread % len(MAILBOXES) == n])
         for name in INSTANCES:
-            (work / f"{name}.toml").write_text(_config(name, sink.port, args.lease), encoding="utf-8")
+            (work / f"{name}.toml").write_text(instance_config(name, DESKS, sink.port, args.lease), encoding="utf-8")
 
-        instances = Instances(work, dsn)
+        instances = Instances(work, dsn, [sys.executable, "-m", "mailbot.cli", "run", "--config"],
+                              {**os.environ, "PYTHONPATH": str(ROOT)})
         watch = psycopg.connect(dsn, autocommit=True)
         observer = Observer(dsn)
         observer.start()
@@ -306,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             codes = instances.stop_all()
         sink.stop()
         pg.stop()
-    at_sink = Counter(_mid(m.raw) for m in sink.messages)
+    at_sink = Counter(message_id(m.raw) for m in sink.messages)
     sent_twice = sorted(mid for mid, n in at_sink.items() if n > 1)
     limit = 2 * args.lease
     tick = args.lease / 3  # a survivor notices the larger share at its next lease tick
