@@ -438,6 +438,17 @@ def test_the_id_index_stays_a_few_runs_and_finds_everything(tmp_path: Path, monk
     # 300 ids, 60 `case:` entries, one token; an overwritten token lives on in an older run until merged.
     stats = fresh.index_stats()
     assert 361 <= stats["ids"] <= 361 + stats["runs"]
+    assert stats["runs"] >= 2  # so that the bulk read below must pick the newest of several runs
+    # The bulk read of a load answers as the one-key reads (the token from its newest run) and reads each part
+    # file of each run at most once.
+    bulk = Store(root)
+    reads: list[str] = []
+    real_read = bulk.health.read
+    monkeypatch.setattr(bulk.health, "read", lambda path: reads.append(path.name) or real_read(path))
+    ids = [f"<{b}-{i}@x>" for b in range(61) for i in range(5)]
+    assert bulk.seen_many(ids) == {m: {"case": key(int(m[1:].split("-")[0])), "place": "case"} for m in ids[:300]}
+    assert reads and len(reads) == len(set(reads))
+    assert bulk.cases_for_tokens(["CMIT:0000001", "CMIT:0000002"]) == {"CMIT:0000001": key(59)}
 
 
 def test_a_commit_after_a_long_history_writes_a_few_small_files(tmp_path: Path, monkeypatch) -> None:

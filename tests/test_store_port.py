@@ -256,3 +256,38 @@ def test_looking_ahead_changes_no_answer(engine: Engine) -> None:
     assert store.get_case(OTHER) == a_case(OTHER, tokens=())
     store.commit()
     assert engine.reopen().seen("<new@customer.example>") == {"case": OTHER, "place": "case"}
+
+
+def test_bulk_reads_answer_what_one_read_a_key_answers(engine: Engine) -> None:
+    """A load reads a chunk of records at once; over several commits (the files engine keeps each commit's ids
+    as a run, a newer run overriding an older one) the answers are the one-key reads' answers."""
+    store = engine.store
+    store.put_case(a_case())
+    store.remember("<first@customer.example>", KEY)
+    store.remember("<moved@customer.example>", KEY)
+    store.outbox_record({"action_id": f"{KEY}/r1", "case": KEY, "recorded": "1"})
+    store.commit()
+    store.put_case(a_case(OTHER, tokens=("CMIT:0001248",)))
+    store.remember("<moved@customer.example>", OTHER, place="case")
+    store.remember("<spam@elsewhere.example>", "", place="unmatched")
+    store.outbox_finish(f"{KEY}/r1", "sent")
+    store.outbox_record({"action_id": f"{OTHER}/r1", "case": OTHER, "recorded": "2"})
+    store.commit()
+    store = engine.reopen()
+    ids = ["<first@customer.example>", "<moved@customer.example>", "<spam@elsewhere.example>", "<none@x.example>"]
+    tokens = ["CMIT:0001247", "CMIT:0001248", "CMIT:9999999"]
+    actions = [f"{KEY}/r1", f"{OTHER}/r1", f"{KEY}/r9"]
+    keys = [KEY, OTHER, "CAS-00000-NOPE00"]
+    expected = (
+        {k: store.get_case(k) for k in keys if store.get_case(k) is not None},
+        {m: store.seen(m) for m in ids if store.seen(m) is not None},
+        {t: store.case_for_token(t) for t in tokens if store.case_for_token(t) is not None},
+        {a: store.outbox_entry(a) for a in actions if store.outbox_entry(a) is not None},
+    )
+    assert expected[1]["<moved@customer.example>"] == {"case": OTHER, "place": "case"}
+    assert expected[3][f"{KEY}/r1"]["status"] == "sent" and len(expected[0]) == 2
+    fresh = engine.reopen()  # nothing cached by the one-key reads
+    assert (fresh.get_cases(keys), fresh.seen_many(ids), fresh.cases_for_tokens(tokens),
+            fresh.outbox_entries_for(actions)) == expected
+    fresh.remember("<none@x.example>", KEY)  # a write of the batch shows in a bulk read after it
+    assert fresh.seen_many(["<none@x.example>"]) == {"<none@x.example>": {"case": KEY, "place": "case"}}

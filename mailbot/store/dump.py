@@ -17,8 +17,7 @@ changes nothing the second time (`load` returns 0).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
-from itertools import islice
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mailbot.models import Case
@@ -77,9 +76,9 @@ def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
 class _Loader:
     """Writes the records that differ from the store's; existing collections are read once, lazily.
 
-    An engine whose every read is a round trip (PostgreSQL) offers bulk reads — `get_cases(keys)`,
-    `seen_many(ids)`, `cases_for_tokens(tokens)`, `outbox_entries_for(ids)`, each returning what exists — and
-    `prefetch` asks them for a chunk of records at once. A prefetched value is used once (`pop`), and the
+    `prefetch` asks the port's bulk reads — `get_cases(keys)`, `seen_many(ids)`, `cases_for_tokens(tokens)`,
+    `outbox_entries_for(ids)` — for a chunk of records at once: one query a table on PostgreSQL, one read of
+    each index part on the files engine, where one read a record costs a round trip or a part file a record. A prefetched value is used once (`pop`), and the
     tokens of a case written meanwhile are forgotten, so a record that an earlier one of the same chunk
     changed is read again, as without the prefetch."""
 
@@ -89,14 +88,10 @@ class _Loader:
         self._quarantined: dict[str, dict[str, Any]] | None = None
         self._sends: dict[str, list[str]] | None = None
         self._known: dict[tuple[str, str], Any] = {}  # (table, key) → what the store held before the chunk
-        self._bulk = all(hasattr(store, m) for m in ("get_cases", "seen_many", "cases_for_tokens",
-                                                     "outbox_entries_for"))
 
     def prefetch(self, records: list[dict[str, Any]]) -> None:
         """Read what the store holds for these records, in one query a table (when the engine can)."""
         self._known.clear()
-        if not self._bulk:
-            return
         wanted: dict[str, set[str]] = {"case": set(), "id": set(), "token": set(), "outbox": set()}
         for r in records:  # a malformed record is skipped here: apply() names it
             try:
@@ -110,9 +105,11 @@ class _Loader:
                     wanted["outbox"].add(str(r["entry"]["action_id"]))
             except (KeyError, TypeError, AttributeError):
                 continue
-        s: Any = self.store
-        for table, read in (("case", s.get_cases), ("id", s.seen_many), ("token", s.cases_for_tokens),
-                            ("outbox", s.outbox_entries_for)):
+        s = self.store
+        reads: tuple[tuple[str, Callable[[list[str]], dict[str, Any]]], ...] = (
+            ("case", s.get_cases), ("id", s.seen_many), ("token", s.cases_for_tokens),
+            ("outbox", s.outbox_entries_for))
+        for table, read in reads:
             if wanted[table]:
                 keys = sorted(wanted[table])
                 found = read(keys)
@@ -221,12 +218,32 @@ def _in_locality_order(store: StorePort, records: Iterable[dict[str, Any]]
     yield from drained()
 
 
+def _weight(record: dict[str, Any]) -> float:
+    # An id, a send log or a checkpoint weighs a fortieth of a case or a mail (in bytes, and in what a files
+    # store's commit writes for it).
+    return 1 / 40 if record.get("kind") in _LIGHT else 1
+
+
+def _chunk(ordered: Iterator[tuple[int, dict[str, Any], Case | None]]
+           ) -> list[tuple[int, dict[str, Any], Case | None]]:
+    """The next records up to a weight of _BATCH: 500 cases, or up to 20,000 ids, whose reads `prefetch`
+    makes together (a bulk read of 20,000 ids reads each part file of the files engine's index about once)."""
+    chunk: list[tuple[int, dict[str, Any], Case | None]] = []
+    weight = 0.0
+    for item in ordered:
+        chunk.append(item)
+        weight += _weight(item[1])
+        if weight >= _BATCH:
+            break
+    return chunk
+
+
 def load(store: StorePort, records: Iterable[dict[str, Any]]) -> int:
     """Load dump records into `store` and commit; returns how many changed something (0: already loaded)."""
     loader = _Loader(store)
     changed, pending = 0, 0.0
     ordered = _in_locality_order(store, records)
-    while chunk := list(islice(ordered, _BATCH)):
+    while chunk := _chunk(ordered):
         loader.prefetch([record for _, record, _ in chunk])
         for number, record, case in chunk:
             try:
@@ -238,9 +255,7 @@ def load(store: StorePort, records: Iterable[dict[str, Any]]) -> int:
                                 f"({type(e).__name__}: {e})") from None
             if did:
                 changed += 1
-                # An id, a send log or a checkpoint weighs a fortieth of a case or a mail: a files store's
-                # commit costs the files it writes, so 500,000 ids take 25 commits, not 1,000.
-                pending += 1 if record.get("kind") not in _LIGHT else 1 / 40
+                pending += _weight(record)  # 500,000 changed ids take 25 commits, not 1,000
                 if pending >= _BATCH:
                     store.commit()
                     pending = 0

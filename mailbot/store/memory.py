@@ -184,6 +184,18 @@ class MemoryStore:
     def restore_id(self, key: str, doc: dict[str, Any]) -> None:
         self._set(self.ids, key, dict(doc))
 
+    def get_cases(self, keys: list[str]) -> dict[str, Case]:
+        return {key: case for key in keys if (case := self.get_case(key)) is not None}
+
+    def seen_many(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {key: seen for key in message_ids if (seen := self.seen(key)) is not None}
+
+    def cases_for_tokens(self, tokens: list[str]) -> dict[str, str]:
+        return {token: case for token in tokens if (case := self.case_for_token(token)) is not None}
+
+    def outbox_entries_for(self, action_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {key: entry for key in action_ids if (entry := self.outbox_entry(key)) is not None}
+
     def send_entries(self) -> Iterator[tuple[str, list[str]]]:
         for address, times in list(self.sends.items()):
             yield address, sorted(times)

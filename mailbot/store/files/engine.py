@@ -327,6 +327,24 @@ class Store(Layout, Journal):
     def restore_id(self, key: str, doc: dict[str, Any]) -> None:
         self.ids.put(key, public(doc))
 
+    # Bulk reads for `load` (mailbot/store/dump.py looks for them): a chunk of id records reads each part of
+    # each run once, where one lookup a record would read one part file a record. Each returns what exists.
+
+    def get_cases(self, keys: list[str]) -> dict[str, Case]:
+        return {key: case for key in keys if (case := self.get_case(key)) is not None}
+
+    def seen_many(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {key: public(doc) for key, doc in self.ids.get_many(message_ids).items()}
+
+    def cases_for_tokens(self, tokens: list[str]) -> dict[str, str]:
+        found = self.ids.get_many(["token:" + t for t in tokens])
+        return {key[len("token:"):]: doc["case"] for key, doc in found.items()}
+
+    def outbox_entries_for(self, action_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {key: doc for key in action_ids if (doc := self.unsent.get(key)) is not None}
+        finished = self.finished.get_many([key for key in action_ids if key not in found])
+        return {key: public(doc) for key, doc in {**finished, **found}.items()}
+
     def send_entries(self) -> Iterator[tuple[str, list[str]]]:
         for doc in self.sends.docs(keep=False):
             yield doc["_k"], sorted(doc["times"])

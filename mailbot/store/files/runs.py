@@ -64,6 +64,9 @@ class RunIndex:
         self.memory: dict[str, dict[str, Any]] = {}  # the in-memory twin keeps everything here
         self.changes: dict[str, dict[str, Any]] = {}  # not yet committed
         self.parts: OrderedDict[tuple[int, int], dict[str, dict[str, Any]]] = OrderedDict()
+        # What `get_many` read from the committed runs (None: absent), until the next commit: a bulk load
+        # compares a record with it and then `put`s, and the put's own comparison must not read a part again.
+        self.read_ahead: dict[str, dict[str, Any] | None] = {}
         self.next_number = 1
         if self.dir is not None:
             manifest = health.read(self.dir / "runs.json")
@@ -113,6 +116,8 @@ class RunIndex:
             return doc
         if self.dir is None:
             return self.memory.get(key)
+        if key in self.read_ahead:
+            return self.read_ahead[key]
         h = h64(key)
         fp = h & 0xFFFFFFFF
         for run in reversed(self.runs):
@@ -121,6 +126,37 @@ class RunIndex:
                 if found is not None:
                     return found
         return None
+
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The documents of these keys that exist, as `get` finds them, reading each part of a run at most once
+        (a random key's part is rarely among the cached ones: one `get` a key reads one file a key)."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted: dict[tuple[int, int], list[str]] = {}  # (index of the run, part) → keys to look for there
+        newest_first = list(reversed(self.runs))
+        for key in keys:
+            doc = self.changes.get(key)
+            if doc is None and self.dir is None:
+                doc = self.memory.get(key)
+            elif doc is None and key in self.read_ahead:
+                doc = self.read_ahead[key]
+            elif doc is None:
+                h = h64(key)
+                fp = h & 0xFFFFFFFF
+                places = [(i, (h >> 32) * run.parts >> 32) for i, run in enumerate(newest_first) if run.may_hold(fp)]
+                for place in places:
+                    wanted.setdefault(place, []).append(key)
+                self.read_ahead[key] = None  # until a part below holds it
+                continue
+            if doc is not None:
+                found[key] = doc
+        # Newest run first: a key an older run also holds keeps the newer document.
+        for (i, part), in_part in sorted(wanted.items()):
+            docs = self._part(newest_first[i], part, keep=False)
+            for key in in_part:
+                doc = docs.get(key)
+                if doc is not None and self.read_ahead[key] is None:
+                    self.read_ahead[key] = found[key] = doc
+        return found
 
     def may_hold(self, key: str) -> bool:
         """False when `key` is certainly not in the index (no file is read: the runs' fingerprints are in
@@ -212,6 +248,7 @@ class RunIndex:
         return [*storages, self._manifest(runs)], runs
 
     def committed(self, runs: list[_Run]) -> None:
+        self.read_ahead.clear()
         if self.dir is None:
             self.memory.update(self.changes)
         elif runs is not self.runs:
