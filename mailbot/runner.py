@@ -106,27 +106,53 @@ def _guard_transport(service: Any, keeper: LeaseKeeper) -> None:
 def run_once_leased(service: Any, settings: Settings, now: datetime, keeper: LeaseKeeper | None = None) -> Any:
     """`mailbot run --once` on the PostgreSQL store: one cycle under the mailbox's lease (waiting up to two
     leases for it), released afterwards. Returns the CycleReport, or None when another instance kept it."""
+    keeper = keeper if keeper is not None else make_keeper(settings)
+    if keeper is None:
+        return service.run_once(now)
+    return run_once_leased_all([service], now, [keeper])[0]
+
+
+def run_once_leased_all(services: Sequence[Any], now: datetime,
+                        keepers: Sequence[LeaseKeeper | None] | None = None) -> list[Any]:
+    """One cycle of each mailbox under its lease: every lease is asked for at once, each mailbox runs as soon as
+    its lease is held and gives it back after, and the wait is two leases in all, not two a mailbox. Returns
+    each mailbox's CycleReport, None where another instance kept the lease."""
     import time
 
     from mailbot.store.postgresql.lease import Fence
 
-    keeper = keeper if keeper is not None else make_keeper(settings)
-    if keeper is None:
-        return service.run_once(now)
-    service.store.fence = Fence(keeper.mailbox, 0)  # never issued: nothing commits before the lease is held
-    _guard_transport(service, keeper)
-    keeper.start()
+    keepers = list(keepers) if keepers is not None else [make_keeper(s.settings) for s in services]
+    reports: list[Any] = [None] * len(services)
+    waiting: dict[int, LeaseKeeper] = {}
+    for i, (service, keeper) in enumerate(zip(services, keepers, strict=True)):
+        if keeper is None:
+            reports[i] = service.run_once(now)
+            continue
+        service.store.fence = Fence(keeper.mailbox, 0)  # never issued: nothing commits before the lease is held
+        _guard_transport(service, keeper)
+        keeper.start()
+        waiting[i] = keeper
     try:
-        deadline = time.monotonic() + 2 * keeper.seconds
-        while (lease := keeper.current()) is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 2 * max((k.seconds for k in waiting.values()), default=0)
+        while waiting:
+            last_look = time.monotonic() >= deadline  # a lease gained during a long cycle still counts
+            for i, keeper in list(waiting.items()):
+                lease = keeper.current()
+                if lease is None:
+                    continue
+                service = services[i]
+                with service.lock:
+                    service.store.fence = Fence(lease.mailbox, lease.fence)
+                    reports[i] = service.run_once(now)
+                del waiting[i]
+                keeper.stop(release=True)
+            if last_look:
+                break
             time.sleep(0.05)
-        if lease is None:
-            return None
-        with service.lock:
-            service.store.fence = Fence(lease.mailbox, lease.fence)
-            return service.run_once(now)
     finally:
-        keeper.stop(release=True)
+        for keeper in waiting.values():
+            keeper.stop(release=True)
+    return reports
 
 
 def _database_error(e: BaseException) -> bool:

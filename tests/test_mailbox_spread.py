@@ -156,3 +156,37 @@ def test_each_instance_sends_the_pending_mail_of_the_mailboxes_it_holds(pg_store
     assert [e["action_id"] for e in everyone.outbox_pending()] == ["a-m1", "a-m2", "a-none"]
     for s in (first, second, everyone):
         s.close()
+
+
+def test_one_cycle_asks_for_every_mailbox_lease_at_once(tmp_path: Path, pg_store_dsn: str) -> None:
+    """`run --once` over four mailboxes while another instance holds two: the free two are worked at once, and a
+    lease given up while they ran is taken and worked in the same wait — not after waiting on each held
+    mailbox in turn. The one still held is named, its mail left for its holder."""
+    from mailbot.store.postgresql import lease as leases
+
+    dsn = pg_store_dsn
+    PostgresStore(dsn, init=True).close()
+    (tmp_path / "once.toml").write_text(instance_config("once").replace("lease_seconds = 1", "lease_seconds = 3"),
+                                        encoding="utf-8")
+    for n, m in enumerate(MAILBOXES):
+        deliver(tmp_path / m, mail("liqi@support.example", f"cust{n}@customer.example", "Logs, please.",
+                                   "2021-04-15T10:00:00+08:00", subject=f"[Case: CAS-0000{n}-ONCE00 ] % disk %",
+                                   cc=f"support-{m}@support.example"))
+    with psycopg.connect(dsn, autocommit=True) as other:
+        held = {m: leases.acquire(other, m, "other", 60.0) for m in ("m1", "m2")}
+        assert all(held.values())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mailbot.cli", "run", "--once", "--json", "--config", "once.toml",
+             "--now", "2021-04-15T10:10:00+08:00"], cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "MAILBOT_DATABASE_URL": dsn,
+                                                     "PYTHONPATH": str(ROOT)})
+        until(lambda: other.execute("SELECT count(*) FROM cases").fetchone()[0] >= 1)  # a free mailbox worked
+        leases.release(other, held["m1"])  # m1's holder stops: the waiting cycle takes m1 too
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        cases = dict(other.execute("SELECT key, mailbox FROM cases").fetchall())
+    assert cases == {f"CAS-0000{n}-ONCE00": m for n, m in enumerate(MAILBOXES) if m != "m2"}
+    lines = out.strip().splitlines()
+    assert lines[0] == "another instance holds the lease of mailbox m2: nothing done there (see `mailbot status`)"
+    assert json.loads(lines[-1])["ingested"] == 3
+    assert holders(dsn) == {"m2": "other"}  # the cycle gave back every lease it took

@@ -50,20 +50,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.once:
                 from mailbot.outcomes import CycleReport
 
-                reports = []
-                for each in services:  # several mailboxes: each in turn, one after the other
-                    if settings.store.kind == "postgresql":  # one cycle, only under the mailbox's lease
-                        from mailbot.runner import run_once_leased
+                now = parse_now(args.now)
+                if settings.store.kind == "postgresql":  # one cycle a mailbox, only under its lease
+                    from mailbot.runner import run_once_leased_all
 
-                        leased = run_once_leased(each, each.settings, parse_now(args.now))
-                        if leased is None:
-                            print(f"another instance holds the lease of mailbox {each.settings.mailbox.name}: "
-                                  "nothing done there (see `mailbot status`)" if len(services) > 1 else
-                                  "another instance holds the mailbox's lease: nothing done (see `mailbot status`)")
-                            continue
-                        reports.append(leased.as_dict())
-                    else:
-                        reports.append(each.run_once(parse_now(args.now)).as_dict())
+                    cycles = run_once_leased_all(services, now)
+                else:
+                    cycles = [each.run_once(now) for each in services]
+                reports = []
+                for each, cycle in zip(services, cycles, strict=True):
+                    if cycle is None:
+                        print(f"another instance holds the lease of mailbox {each.settings.mailbox.name}: "
+                              "nothing done there (see `mailbot status`)" if len(services) > 1 else
+                              "another instance holds the mailbox's lease: nothing done (see `mailbot status`)")
+                        continue
+                    reports.append(cycle.as_dict())
                 if not reports:
                     return 0
                 report = CycleReport(**{k: sum(r[k] for r in reports) for k in reports[0]})
