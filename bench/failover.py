@@ -8,7 +8,7 @@ again during an ingest and a sweep of due reminders to an SMTP sink. Targets (is
 Starts a private PostgreSQL (tests/pg_server.py), an aiosmtpd sink (tests/smtp_server.py) and, for `imap`,
 a throw-away Dovecot 2.3 (tests/imap_server.py; Maildir when Dovecot is missing). The database is loaded
 with `--reminders` cases whose first reminder is due, the mailbox with `--mails` generated case mails; then
-two `tests/lease_worker.py` processes (`mailbot run` on the PostgreSQL store, each with its own state folder)
+two `mailbot run` processes on the PostgreSQL store (each with its own state folder)
 run with the clock on a business morning. Each round waits until a leader holds the lease, lets it work
 0.3–2 s, SIGKILLs it and starts it again as a standby; the takeover time is from the kill until a higher
 fence holds the lease. The first half of the kills hits the ingest; the second half waits until all mail is
@@ -38,8 +38,6 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
 from instances import NOW, Instances, instance_config, message_id  # noqa: E402
-
-WORKER = ROOT / "tests" / "lease_worker.py"
 
 
 def _holder(conn: Any) -> tuple[str, int] | None:
@@ -132,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             section = '[mailbox]\npath = "maildir"'
         for name in ("a", "b"):
             (work / f"{name}.toml").write_text(instance_config(name, section + "\npoll_seconds = 1", sink.port, args.lease), encoding="utf-8")
-        instances = Instances(work, dsn, [sys.executable, str(WORKER)], env)
+        instances = Instances(work, dsn, [sys.executable, "-m", "mailbot.cli", "run", "--config"],
+                              {**env, "PYTHONPATH": str(ROOT)})
         observer = psycopg.connect(dsn, autocommit=True)
         started = time.monotonic()
         for name in ("a", "b"):

@@ -29,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from generate import generate  # noqa: E402
 
-WORKER = ROOT / "tests" / "lease_worker.py"
-
 
 def instance_config(name: str) -> str:
     return f"""
@@ -55,8 +53,9 @@ lease_seconds = 1
 def start(tmp_path: Path, name: str, dsn: str) -> subprocess.Popen[str]:
     (tmp_path / f"{name}.toml").write_text(instance_config(name), encoding="utf-8")
     log = open(tmp_path / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115  # closed with the process
-    return subprocess.Popen([sys.executable, str(WORKER), f"{name}.toml"], cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "MAILBOT_DATABASE_URL": dsn})
+    return subprocess.Popen([sys.executable, "-m", "mailbot.cli", "run", "--config", f"{name}.toml"], cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MAILBOT_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)})
 
 
 def until(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
