@@ -96,6 +96,7 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "From:/Sent: lines": lambda kb: text_mail("From: x\n" * _n(kb, "From: x\n")),
     "On … lines": lambda kb: text_mail("On Monday\n" * _n(kb, "On Monday\n")),
     "# command lines": lambda kb: text_mail("#snooze 3d\n" * _n(kb, "#snooze 3d\n")),
+    "# command, blanks, a word": lambda kb: text_mail("#snooze a" + " " * (kb * 1024) + "b"),  # 71 s till 12-03
     "until / back on (ooo)": lambda kb: text_mail("back on until " * _n(kb, "back on until ")),
     "digits and 月 (ooo)": lambda kb: text_mail("1 月 " * _n(kb, "1 月 ")),
     "2021-04-1 run (ooo)": lambda kb: text_mail("2021-04-1" * _n(kb, "2021-04-1")),

@@ -138,7 +138,9 @@ def record_inbound(
     )
     timeline = tuple(sorted((*case.timeline, entry), key=lambda e: e.date))
     names = dict(case.contact_names)
-    if mail.from_name and mail.from_addr:
+    # A display name is the sender's own words: an outsider's (or a forged engineer mail's) must not become
+    # the name that signs the reminders ("<name> via casebot") or greets the customer.
+    if mail.from_name and mail.from_addr and not outsider:
         names.setdefault(mail.from_addr, mail.from_name)
     updated = case.with_(
         timeline=timeline,

@@ -3,6 +3,7 @@ decisions meet the adapters (mailbox, store, transport, clock)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import threading
@@ -39,6 +40,7 @@ from mailbot.outbox import OutboxSender
 from mailbot.outcomes import CycleReport, MailOutcome, Processed, Quarantined, SentFolder
 from mailbot.parse.pool import InlineParser, Parser, parse_fetched
 from mailbot.parse.redact import redact
+from mailbot.render.compose import is_own_message_id
 from mailbot.render.templates import Identity, environment, outside_case
 from mailbot.store import Store, StoreCorrupt
 from mailbot.sweeping import Sweeping
@@ -199,6 +201,14 @@ class Service(Sweeping, OutboxSender):
             report.duplicates += 1
             self._event(None, f"duplicate {mail.message_id} (already recorded)", level=logging.DEBUG)
             return Processed()
+        if is_own_message_id(mail.message_id, {me.domain.lower() for me, _ in self.identities.values()}):
+            # The bot records its own id before it sends: an unseen mail under one took it first (the ids are
+            # predictable) and would leave the bot's reminder or closure unrecorded, the case's follow-up frozen.
+            # Deterministic, as parse's own synthetic ids: the same mail delivered twice is recorded once.
+            own = f"<{hashlib.sha256(fetched.raw).hexdigest()[:32]}@mailbot.invalid>"
+            self._event(None, f"{mail.message_id} has the form of the bot's own Message-IDs but the bot did not "
+                              f"send it: recorded as {own}", logging.WARNING)
+            mail = replace(mail, message_id=own, message_id_synthesized=True)
         self.apply(mail, now, report)
         return Processed()
 

@@ -10,9 +10,10 @@ from mailbot.models import Flag
 from mailbot.parse.addresses import _addr_spec
 from mailbot.parse.headers import _FOLD, _Headers, _ids, _raw, _unraw, decode_header_value
 
-# RFC 3834 §5: Auto-Submitted other than "no" marks automatic mail. The rest is experience.
+# RFC 3834 §5: Auto-Submitted other than "no" marks automatic mail. The rest is experience: the mark may
+# stand in brackets (`【自动回复】`, `[Auto-Reply]`, `（自动回复）`), as Chinese mail systems write it.
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(?:自动回复|自動回覆|自动答复|外出|休假|Automatic reply|Auto(?:matic)?[ -]?(?:reply|response)|"
+    r"^\s*[\[【(（]?\s*(?:自动回复|自動回覆|自动答复|外出|休假|Automatic reply|Auto(?:matic)?[ -]?(?:reply|response)|"
     r"Out of (?:the )?Office|Abwesenheitsnotiz|Automatische Antwort|Réponse automatique|Fuera de la oficina|"
     r"Frånvaro|Autosvar|Vacation)\b",
     re.I,

@@ -131,18 +131,33 @@ def references_field(refs: tuple[str, ...]) -> list[str]:
     return [first, *reversed(latest)]
 
 
-def make_message_id(action_id: str, domain: str) -> str:
+def make_message_id(action_id: str, domain: str, secret: str = "") -> str:
     """The Message-ID for one decision: the same action id always yields the same id.
 
     Exactly-once relies on this: the id is recorded before sending and looked up after a crash
     (outbox file, Sent folder), so a re-run of the same decision must not invent a new one.
     Deliberately not `email.utils.make_msgid`, which is random and uses `getfqdn()`.
+
+    `secret`: the installation's (the store keeps it, `mailbot.store.secret`). Without it the id follows from
+    the action id alone — a case key and a date everyone on the thread has seen — so an outsider could send
+    a mail under the id of the next reminder first, or forge a delivery report about it.
     """
     domain = domain.strip().lower()
     if not _DOMAIN.fullmatch(domain):
         raise ValueError(f"expected a domain name for the Message-ID, got {domain!r}")
-    digest = hashlib.sha256(action_id.encode("utf-8")).hexdigest()[:24]
+    keyed = f"{secret}\0{action_id}" if secret else action_id
+    digest = hashlib.sha256(keyed.encode("utf-8")).hexdigest()[:24]
     return f"<mailbot.{digest}@{domain}>"
+
+
+_OWN_ID = re.compile(r"<mailbot\.[0-9a-f]{24}@([^<>@\s]{1,255})>")
+
+
+def is_own_message_id(message_id: str, domains: set[str]) -> bool:
+    """Whether `message_id` has the form `make_message_id` gives the bot's mail from one of `domains`. The
+    id follows from the action (a case key and a date the thread has seen), so anyone can write it."""
+    m = _OWN_ID.fullmatch(message_id.strip())
+    return m is not None and m.group(1).lower() in domains
 
 
 # An address both SMTP and a header parser read as it is (the common case: no need to look further).
