@@ -219,15 +219,20 @@ def _in_locality_order(store: StorePort, records: Iterable[dict[str, Any]]
 
 
 def _weight(record: dict[str, Any]) -> float:
-    # An id, a send log or a checkpoint weighs a fortieth of a case or a mail (in bytes, and in what a files
-    # store's commit writes for it).
-    return 1 / 40 if record.get("kind") in _LIGHT else 1
+    # An id, a send log, a checkpoint or a finished mail's ledger entry (its bytes gone: a kilobyte) weighs a
+    # fortieth of a case or of a mail still with its bytes — in memory, and in what a files store's commit
+    # writes for it.
+    kind = record.get("kind")
+    if kind in _LIGHT or (kind == "outbox" and isinstance(record.get("entry"), dict) and "raw" not in record["entry"]):
+        return 1 / 40
+    return 1
 
 
 def _chunk(ordered: Iterator[tuple[int, dict[str, Any], Case | None]]
            ) -> list[tuple[int, dict[str, Any], Case | None]]:
-    """The next records up to a weight of _BATCH: 500 cases, or up to 20,000 ids, whose reads `prefetch`
-    makes together (a bulk read of 20,000 ids reads each part file of the files engine's index about once)."""
+    """The next records up to a weight of _BATCH: 500 cases, or up to 20,000 ids or sent mails' entries, whose
+    reads `prefetch` makes together: the files engine's index keeps ids in part files by hash, so a chunk of
+    n ids reads min(n, parts) part files, and 200,000 sent entries 500 at a time read 160,000 (16 minutes)."""
     chunk: list[tuple[int, dict[str, Any], Case | None]] = []
     weight = 0.0
     for item in ordered:
