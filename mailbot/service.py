@@ -43,6 +43,7 @@ from mailbot.parse.redact import redact
 from mailbot.render.compose import is_own_message_id
 from mailbot.render.templates import Identity, environment, outside_case
 from mailbot.store import Store, StoreCorrupt
+from mailbot.store.secret import message_id_secret
 from mailbot.sweeping import Sweeping
 from mailbot.transport.base import Transport
 
@@ -94,7 +95,7 @@ class Service(Sweeping, OutboxSender):
         self.parser = parser or InlineParser()
         self.policy = make_policy(settings, calendar)
         self.env = env or environment(settings.templates_dir)
-        self.me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone)
+        self.me = Identity(settings.bot.address, settings.bot.name, settings.bot.zone, message_id_secret(store))
         # Several mailboxes: a case writes as the mailbox it belongs to (its address and templates), whichever
         # mailbox the mail that made it write arrived in. `wiring.make_services` fills in the others.
         self.identities: dict[str, tuple[Identity, jinja2.Environment]] = {settings.mailbox.name: (self.me, self.env)}

@@ -14,6 +14,7 @@ from mailbot.config import ConfigError, Settings
 from mailbot.mailbox.maildir import MaildirMailbox
 from mailbot.store import Store, StoreCorrupt
 from mailbot.store.port import StorePort
+from mailbot.store.secret import ensure_message_id_secret
 
 if TYPE_CHECKING:
     from mailbot.decide.calendar import BusinessCalendar
@@ -69,7 +70,10 @@ def open_store(settings: Settings, *, working: bool = False) -> StorePort:
     root = settings.bot.state_dir / "store"
     private_state(settings.bot.state_dir)
     try:
-        return Store(root)
+        store = Store(root)
+        if working:  # the one writer (under the state folder's lock) makes the secret of its Message-IDs
+            ensure_message_id_secret(store)
+        return store
     except StoreCorrupt as e:
         raise RuntimeProblem(str(e)) from None
     except OSError as e:

@@ -108,7 +108,7 @@ def run_demo(keep: bool = False) -> int:
             # The engineers' side at its defaults: a nudge after 4 business hours, a digest at 09:00.
             "nudge": {"after_business_hours": 4}, "digest": {"at": "09:00"},
         }, workdir)
-        store = open_store(settings)
+        store = open_store(settings, working=True)  # the demo's bot is its store's one writer
         outbox = settings.bot.state_dir / "outbox"  # where the configured outbox transport writes
         service = make_service(settings, store)  # the Maildir and the outbox folder, as `mailbot run` wires them
         zone = settings.bot.zone

@@ -47,6 +47,7 @@ class Identity:
     address: str
     name: str
     zone: ZoneInfo
+    message_id_secret: str = ""  # the installation's (mailbot.store.secret): its Message-IDs cannot be guessed
 
     @property
     def domain(self) -> str:
@@ -211,7 +212,7 @@ def outbound(
         action_id=send.action_id,
         case_key=case.key,
         kind=send.kind,
-        message_id=make_message_id(send.action_id, me.domain),
+        message_id=make_message_id(send.action_id, me.domain, me.message_id_secret),
         subject=no_newlines(subject),
         from_addr=me.address,
         from_name=no_newlines(from_name),

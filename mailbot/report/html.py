@@ -110,7 +110,7 @@ def report_mail(env: jinja2.Environment, language: str, data: dict[str, Any], me
     subject, text, html = render(env, language, data, me.name, generated)
     return OutboundMail(
         action_id=action_id, case_key="-", kind=EntryKind.RECEIPT,
-        message_id=make_message_id(action_id, me.domain),
+        message_id=make_message_id(action_id, me.domain, me.message_id_secret),
         subject=no_newlines(subject), from_addr=me.address, from_name=no_newlines(me.name), to=to, cc=(),
         in_reply_to=None, references=(), text=text, html=html,
     )

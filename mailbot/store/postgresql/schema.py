@@ -48,6 +48,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE TABLE checkpoints (key text PRIMARY KEY, doc jsonb NOT NULL)",
     ]),
     (2, "mailbox leases with fencing numbers, and the instances (several instances)", LEASE_DDL),
+    # Made here, under the migration lock, so that instances starting together never make two
+    # (mailbot/store/secret.py); 256 random bits from the server's strong random source.
+    (3, "the installation's Message-ID secret", [
+        "INSERT INTO checkpoints (key, doc) VALUES ('secret:message-ids', jsonb_build_object('secret', "
+        "replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', ''))) "
+        "ON CONFLICT (key) DO NOTHING",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
