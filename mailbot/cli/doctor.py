@@ -29,7 +29,15 @@ def _templates(settings: Settings, now: datetime) -> str:
         for name in TEMPLATE_NAMES:
             send = SendMail("doctor", sample.key, EntryKind.REMINDER, name, sample.customers)
             render_parts(env, language, name, render_context(sample, send, me, now, 3))
-    return f"{len(LANGUAGES) * len(TEMPLATE_NAMES)} templates render ({settings.templates_dir})"
+    # `report` (INTERFACE.md's template names) is no case's mail: rendered with the figures of no cases.
+    from mailbot.report.figures import report
+    from mailbot.report.html import render as render_report
+    from mailbot.report.periods import default_period
+
+    figures = report([], default_period(now, settings.bot.zone), make_calendar(settings))
+    for language in LANGUAGES:
+        render_report(env, language, figures, settings.bot.name, f"{now:%Y-%m-%d %H:%M}")
+    return f"{len(LANGUAGES) * (len(TEMPLATE_NAMES) + 1)} templates render ({settings.templates_dir})"
 
 
 def _store(settings: Settings, now: datetime) -> str:

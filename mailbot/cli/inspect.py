@@ -89,7 +89,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     store_root = settings.bot.state_dir / "store"
     store = open_store(settings) if store_root.exists() or settings.store.kind != "files" else Store(None)
     service = make_service(settings, store, mailbox=MemoryMailbox())
-    data = explain_mail(parse(raw), service)
+    data = explain_mail(parse(raw), service, parse_now(args.now))
     if args.json:
         print_json(data)
     else:
@@ -112,7 +112,8 @@ def _preview_engineers_side(template: str, case: Any, policy: Any, now: datetime
     reply = WaitingReply(last.from_addr if last else "customer@example",
                          f"{(last.date if last else now).astimezone(policy.calendar.zone):%Y-%m-%d %H:%M}",
                          last.text if last else "(the reply)")
-    info = NudgeInfo(reply.date, policy.nudge.after_business_hours, (reply,), engineers)
+    hours = policy.nudge.after_business_hours if template == "nudge" else policy.nudge.escalate_after_business_hours
+    info = NudgeInfo(reply.date, hours, (reply,), engineers)
     kind = EntryKind.NUDGE if template == "nudge" else EntryKind.ESCALATION
     to = engineers if template == "nudge" else (policy.nudge.leads or ("lead@example",))
     return SendMail("preview", case.key, kind, template, tuple(to), nudge=info)
@@ -130,6 +131,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     case = store.get_case(args.key.upper())
     if case is None:
         raise RuntimeProblem(f"no case {args.key} (see `mailbot cases`)")
+    if any(m.name == case.mailbox for m in settings.all_mailboxes):
+        # As the case's own mailbox sends it: its address, language and templates ([mailboxes.NAME]).
+        settings = settings.for_mailbox(case.mailbox)
     service = make_service(settings, store, mailbox=MemoryMailbox())
     now = parse_now(args.now)
     if args.template in ("reminder", "reminder2"):

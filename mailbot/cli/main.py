@@ -60,14 +60,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 reports = []
                 for each, cycle in zip(services, cycles, strict=True):
                     if cycle is None:
+                        # With --json, stdout is the JSON alone: the note goes to stderr.
                         print(f"another instance holds the lease of mailbox {each.settings.mailbox.name}: "
                               "nothing done there (see `mailbot status`)" if len(services) > 1 else
-                              "another instance holds the mailbox's lease: nothing done (see `mailbot status`)")
+                              "another instance holds the mailbox's lease: nothing done (see `mailbot status`)",
+                              file=sys.stderr if args.json else sys.stdout)
                         continue
                     reports.append(cycle.as_dict())
-                if not reports:
+                if not reports and not args.json:
                     return 0
-                report = CycleReport(**{k: sum(r[k] for r in reports) for k in reports[0]})
+                report = CycleReport(**{k: sum(r[k] for r in reports) for k in CycleReport().as_dict()})
                 if args.json and settings.store.kind == "postgresql":
                     print(json.dumps(report.as_dict()))  # one line, as it always was on this engine
                 elif args.json:
@@ -248,6 +250,8 @@ def _main(argv: list[str] | None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         args = build_parser().parse_args(argv)
+        if args.now is not None:  # every command takes --now (INTERFACE.md): a bad one is exit 2, even where unused
+            parse_now(args.now)
         return int(args.func(args))
     except UsageError as e:
         print(f"mailbot: {e}", file=sys.stderr)

@@ -39,9 +39,12 @@ def _day(value: str, option: str) -> date:
     try:
         if len(value) != 10:  # fromisoformat also takes "20210401" and week dates: one spelling only
             raise ValueError
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise ReportUsage(f"{option} {value!r}: expected a date like 2021-04-01") from None
+    if not 1970 <= day.year <= 9000:  # as --now: the period's bounds in UTC overflow at year 1 and 9999
+        raise ReportUsage(f"{option} {value!r}: expected a year from 1970 to 9000")
+    return day
 
 
 def period_from(args: argparse.Namespace, settings: Settings, now: datetime) -> Any:
