@@ -193,6 +193,11 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join(timeout=self.seconds)
         with self._lock:
+            if self.lease is not None and self._conn is not None:
+                try:  # an ingest noted since the last tick (`run --once` stops right after its one cycle)
+                    self._note_ingest()
+                except Exception as e:  # status shows the previous one; nothing else depends on it
+                    log.debug("- noting the last ingest cycle: %s", e)
             if release and self.lease is not None and self._conn is not None:
                 try:
                     leases.release(self._conn, self.lease)

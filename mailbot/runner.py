@@ -144,6 +144,7 @@ def run_once_leased_all(services: Sequence[Any], now: datetime,
                 with service.lock:
                     service.store.fence = Fence(lease.mailbox, lease.fence)
                     reports[i] = service.run_once(now)
+                keeper.note_ingest()  # for `mailbot status`: written as the lease is given back
                 del waiting[i]
                 keeper.stop(release=True)
             if last_look:

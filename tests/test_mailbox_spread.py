@@ -190,3 +190,6 @@ def test_one_cycle_asks_for_every_mailbox_lease_at_once(tmp_path: Path, pg_store
     assert "another instance holds the lease of mailbox m2: nothing done there (see `mailbot status`)" in err
     assert json.loads(out)["ingested"] == 3
     assert holders(dsn) == {"m2": "other"}  # the cycle gave back every lease it took
+    with psycopg.connect(dsn, autocommit=True) as conn:  # and noted its ingest for `mailbot status`, as `run` does
+        noted = dict(conn.execute("SELECT mailbox, last_ingest IS NOT NULL FROM leases").fetchall())
+    assert noted == {"m1": True, "m2": False, "m3": True, "m4": True}
