@@ -4,7 +4,10 @@ are exit 2 with one line, and the previews and checks cover each mailbox and tem
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
@@ -15,6 +18,7 @@ import pytest
 
 from mailbot.cli.main import main
 from mailbot.mailbox.maildir import deliver
+from mailbot.store import Store
 from tests.conftest import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,3 +212,18 @@ def test_run_once_json_stays_json_while_another_instance_holds_the_lease(
     report = json.loads(out)
     assert report["ingested"] == 0 and set(report) >= {"ingested", "sent"}
     assert "another instance holds" in err
+
+
+def test_a_reader_that_goes_away_gets_no_error_message(tmp_path: Path) -> None:
+    """`mailbot store dump | head -1`: the rest of the dump has nowhere to go; no "unexpected error" line."""
+    (tmp_path / "config.toml").write_text(CONFIG, encoding="utf-8")
+    store = Store(tmp_path / "state" / "store")
+    for n in range(3000):  # a dump well past what a pipe holds
+        store.add_quarantined({"ref": f"new/{n}.eml", "reason": "broken MIME " + "x" * 40})
+    store.commit()
+    (tmp_path / "state").chmod(0o700)  # as the bot keeps it (else a line about making it private)
+    run = subprocess.run(f"{sys.executable} -m mailbot.cli store dump --config config.toml | head -c 10",
+                         shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert run.stdout.startswith('{"')
+    assert run.stderr == ""

@@ -267,6 +267,10 @@ def _main(argv: list[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mailbot store dump | head`: the reader went away; nothing to say to it
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's own flush at exit fails no more
+        return 1
     except Exception as e:  # never a traceback for the user unless asked for
         if debug:
             raise
