@@ -79,7 +79,8 @@ def explain_mail(mail: InboundMail | ParseFailure, service_like: Service,
         "is_bounce": Flag.BOUNCE in mail.flags,
         # What the case would plan next once this mail is in: a reminder, a closure, a nudge, an escalation.
         "next_action": None if decision.case is None or decision.case.next_action is None else {
-            "kind": decision.case.next_action.kind, "due": decision.case.next_action.due.isoformat()},
+            "kind": decision.case.next_action.kind,
+            "due": decision.case.next_action.due.astimezone(s.settings.bot.zone).isoformat()},  # as `case` shows it
     }
 
 

@@ -124,6 +124,7 @@ def test_explain_acts_as_if_it_were_now(config: Path, tmp_path: Path, capsys: py
     assert code == 0
     due = datetime.fromisoformat(json.loads(out)["next_action"]["due"])
     assert now < due < now + timedelta(days=14)
+    assert due.utcoffset() == timedelta(hours=8)  # in [bot] timezone, as `case` and `plan` show it
 
 
 # --- render: as the case's own mailbox sends it; the hours each mail names ------------------------------------
