@@ -72,6 +72,7 @@ def make_policy(settings: Settings, calendar: BusinessCalendar) -> Policy:
         nudges_due=nudges_due,
         case_patterns=settings.cases.patterns,
         mailbox=settings.mailbox.name,
+        sibling_addresses=frozenset(m.address.lower() for m in settings.all_mailboxes if m.address),
     )
 
 

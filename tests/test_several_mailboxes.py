@@ -190,3 +190,24 @@ language = "en"
     assert json.loads(listed.stdout)[0]["mailbox"] == "en"
     wrong = cli("import", str(tmp_path / "cn"), "--mailbox", "nope")
     assert wrong.returncode == 2 and "no mailbox 'nope'" in wrong.stderr
+
+
+def test_another_desk_copied_in_is_the_bot_not_a_customer_to_chase(tmp_path: Path) -> None:
+    """Li Qi copies both desks, and the English desk's address is outside the engineers' domains: it is the
+    bot all the same — no customer of the case, no reminders to it, no case of its own for the copy it got."""
+    raw = two_desks(tmp_path)
+    raw["mailboxes"]["en"]["address"] = "help@care.example"
+    settings = from_dict(raw, tmp_path)
+    store, transport = Store(None), MemoryTransport()
+    cn, en = make_services(settings, store, transport=transport)
+    first = mail("liqi@support.example", "yang@customer.example", "请上传日志。", "2021-04-15T10:00:00+08:00",
+                 subject=CN_SUBJECT, cc="support-cn@support.example, help@care.example")
+    deliver(tmp_path / "cn", first)
+    deliver(tmp_path / "en", first)
+    cn.run_once(at("2021-04-15T10:10:00+08:00"))
+    en.run_once(at("2021-04-15T10:10:00+08:00"))
+    case = store.get_case(CN_KEY)
+    assert case is not None and case.customers == ("yang@customer.example",)
+    for service in (cn, en):
+        service.run_once(at("2021-04-22T10:00:00+08:00"))  # a week of silence: the first reminder
+    assert [to for _, to, _ in sent_from(transport)] == ["yang@customer.example,liqi@support.example"]  # Cc: him

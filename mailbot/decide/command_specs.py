@@ -226,7 +226,7 @@ def _timezone_effect(case: Case, command: Command, mail: InboundMail, now: datet
 def _add(case: Case, command: Command, mail: InboundMail, now: datetime, policy: Policy) -> Result:
     """`#add`: the engineer includes people; from now on they get the case's reminders and closure."""
     addresses = command.args
-    ours = [a for a in addresses if a == policy.bot_address.lower() or a in case.engineers
+    ours = [a for a in addresses if a in policy.bot_addresses or a in case.engineers
             or a in policy.engineers.addresses or a.rpartition("@")[2] in policy.engineers.domains]
     if ours:
         return case, False, message("add.ours", addresses=", ".join(ours)), []

@@ -138,7 +138,7 @@ def unmatched_reason(key: str | None, automatic: bool) -> str:
 def decide_mail(case: Case | None, mail: InboundMail, found: CaseMatch, facts: Facts, policy: Policy,
                 now: datetime) -> Decision:
     """Everything one new mail does. `case` is the stored case `found.key` names (None if none)."""
-    role = sender_role(mail, policy.engineers, policy.bot_address)
+    role = sender_role(mail, policy.engineers, policy.bot_addresses)
     # With [security] trust_authentication_results set, a mail that claims an engineer must prove it
     # (RFC 8601, our own server's verdict), with or without a command: one that fails is an outsider's
     # — it runs no command, adds no recipient, is never quoted to a customer — and the engineers are told.
@@ -168,7 +168,7 @@ def decide_mail(case: Case | None, mail: InboundMail, found: CaseMatch, facts: F
                           policy, now, facts)
     outsiders_before = case.outsiders
     customers = tuple(a for a in (*mail.to, *mail.cc)
-                      if role_of(a, policy.engineers, policy.bot_address) == Role.CUSTOMER)
+                      if role_of(a, policy.engineers, policy.bot_addresses) == Role.CUSTOMER)
     before = case.status
     case = record_inbound(case, mail, role, kind, customers, find_tokens(mail.subject, policy.tracking_token),
                           now, found.rule.value if found.rule else "")

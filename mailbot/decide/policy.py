@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from mailbot.cases import last_reminder_at, reminders_in_cycle
@@ -55,8 +56,15 @@ class Policy:
     # the policy (service.make_policy): nudge.py builds on this module, so this module cannot import it.
     plan_nudge: Callable[[Case, Policy], NextAction | None] | None = None
     nudges_due: Callable[[Case, datetime, Policy], list[SendMail]] | None = None
-    case_patterns: tuple[re.Pattern[str], ...] = ()
-    mailbox: str = "default"  # the mailbox this policy works: the cases it opens belong to it  # [cases] patterns: a command line may name its case
+    case_patterns: tuple[re.Pattern[str], ...] = ()  # [cases] patterns: a command line may name its case
+    mailbox: str = "default"  # the mailbox this policy works: the cases it opens belong to it
+    # The addresses of the deployment's other mailboxes ([mailboxes.NAME] address): the bot too, never a party.
+    sibling_addresses: frozenset[str] = frozenset()
+
+    @cached_property  # asked for each address of each mail (a frozen dataclass keeps it in its __dict__)
+    def bot_addresses(self) -> frozenset[str]:
+        """Every address that is the bot (lower case): its own and its other mailboxes'."""
+        return self.sibling_addresses | {self.bot_address.lower()}
 
 
 @dataclass(frozen=True)
