@@ -154,6 +154,9 @@ FOUND_NOW = [
     ("| 主机 | 用户名 | 密码 |\n|---|---|---|\n| 10.8.1.21 | root | Zt7 mw2Q |",
      "| 主机 | 用户名 | 密码 |\n|---|---|---|\n| 10.8.1.21 | root | ****** |"),
     ("新密码：\n  Zs#880214", "新密码：\n  ******"),  # the password alone on the next line
+    # found by the trust audit of 2026-12-03: an arrow as the separator
+    ("password -> Arr0w!pass", "password -> ******"),
+    ("新密码 → Kx82_mq!z", "新密码 → ******"),
 ]
 
 

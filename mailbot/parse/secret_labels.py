@@ -44,7 +44,7 @@ _LABEL = re.compile(
     "(?P<label>" + _CN_STRONG + "|" + _EN_LONG + "|" + _WORD_START + "(?:" + _EN_SHORT + ")|" + _CN_WEAK + ")"
     "(?P<quote>[\"']?)"  # JSON and YAML keys: `"password": "x"`
     "(?:" + _QUAL + ")?"
-    "(?:(?P<sep>" + _FOR + "?(?:" + _ASSIGN + ")?" + _SP + "{0,8}(?:=>|:=|[:：=]))"
+    "(?:(?P<sep>" + _FOR + "?(?:" + _ASSIGN + ")?" + _SP + "{0,8}(?:=>|:=|->|→|[:：=]))"
     "|(?P<is>" + _FOR + "?" + _SP + "{1,4}(?:is|was|has been (?:reset|changed|set) to|is now|reset to|"
     "changed to|set to|to)(?:" + _SP + "{0,4}:)?)"
     "|" + _ASSIGN + ")?",
