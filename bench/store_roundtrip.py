@@ -41,6 +41,7 @@ from mailbot.cli import views  # noqa: E402
 from mailbot.store.dump import dump_lines, load, parse_lines  # noqa: E402
 from mailbot.store.files import Store  # noqa: E402
 from mailbot.store.postgresql import PostgresStore  # noqa: E402
+from mailbot.store.secret import ensure_message_id_secret  # noqa: E402
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)  # `cases` without --overdue does not depend on it
 
@@ -151,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             base = Path(tmp)
             history, built = cached_history(args.cache or base / "history", args.cases, args.ids_per_case,
                                             args.sent_per_case)
-            source = Store(history)  # only read: dump writes nothing
+            source = Store(history)  # read: dump writes nothing
+            # As `mailbot run` leaves a store: with its Message-ID secret (a PostgreSQL database makes its own at
+            # its migration; the dump's must replace it, or the two dumps differ by it). One checkpoint write.
+            ensure_message_id_secret(source)
             start = time.perf_counter()
             n_source, want = listing(source)
             t["listing"] = time.perf_counter() - start

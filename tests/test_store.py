@@ -771,3 +771,24 @@ def test_marking_mail_sent_after_a_long_history_writes_a_few_small_files(tmp_pat
     store = Store(root)
     assert store.outbox_pending() == []
     assert store.outbox_entry("new/7")["status"] == "sent" and store.outbox_entry("old/2999")["status"] == "sent"
+
+
+def test_a_commit_that_changes_more_shards_than_the_cache_holds_keeps_every_change(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    """A bulk load changes more case shards in one commit than the cache's budget holds. The shard just read
+    for a change was dropped from the cache before the change went in (every other one being changed), and
+    the commit wrote it as read again from disk: 13 of 100,000 cases were lost in the round-trip bench, and
+    1,681 of 3,000 here."""
+    monkeypatch.setitem(tables_mod._CACHE_BYTES, "closed", 32 << 10)
+    root = tmp_path / "store"
+    store = Store(root)
+    keys = [key(n) for n in range(3000)]
+    for round_ in ("first", "again"):
+        for n, k in enumerate(keys):
+            store.put_case(case(k, status=CaseStatus.CLOSED, text=f"{round_}: 请收集日志并上传。"))
+            if n % 500 == 499:
+                store.commit()
+        store.commit()
+        store = Store(root)
+        texts = {c.key: c.timeline[0].text for c in store.all_cases()}
+        assert len(texts) == 3000 and set(texts.values()) == {f"{round_}: 请收集日志并上传。 0"}  # entry 0's

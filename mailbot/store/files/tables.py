@@ -106,16 +106,19 @@ class Table:
             self.loaded[n] = docs
             self.sizes[n] = size
             self.cached_bytes += size
-            self._evict()
+            self._evict(keep=n)
         return docs
 
-    def _evict(self) -> None:
+    def _evict(self, keep: int | None = None) -> None:
+        """Drop clean shards, oldest first, down to 3/4 of the budget. Never a changed one, nor `keep`: the shard
+        just handed to `put` or `delete`, which change the very dict they were given (dropping it from the
+        cache there lost the change: the commit wrote the file as it was read again)."""
         if self.root is None or self.cached_bytes <= self.budget:
             return
         for n in list(self.loaded):
             if self.cached_bytes <= self.budget * 3 // 4:
                 break
-            if n in self.dirty:
+            if n in self.dirty or n == keep:
                 continue
             del self.loaded[n]
             self.cached_bytes -= self.sizes.pop(n, 0)
