@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mailbot.decide.failures import after_permanent_failure
+from mailbot.models import EntryKind
 from mailbot.outcomes import CycleReport
 from mailbot.transport.base import PermanentFailure, Refused, TemporaryFailure
 
@@ -15,6 +16,7 @@ log = logging.getLogger("mailbot")
 
 RETRY_MINUTES = (1, 5, 15, 60, 180, 360)  # temporary SMTP failures: back off, never give up silently
 SEND_COMMIT_EVERY = 25  # sent mails marked per store commit (the accepted log covers the window)
+HELD_KINDS = (EntryKind.REMINDER.value, EntryKind.CLOSURE.value)  # what an answer read meanwhile cancels
 
 
 class OutboxSender:
@@ -83,8 +85,12 @@ class OutboxSender:
         except TemporaryFailure as e:
             attempts = entry["attempts"]
             wait = RETRY_MINUTES[min(attempts, len(RETRY_MINUTES)) - 1]
-            self.store.outbox_update(action_id, attempts=attempts, last_error=str(e),
-                                     next_try=(now + timedelta(minutes=wait)).isoformat())
+            retry = (now + timedelta(minutes=wait)).isoformat()
+            # A reminder or closure waiting for its retry waits like one the daily cap holds (`not_before`):
+            # a customer's reply (or an engineer's #skip) read meanwhile cancels it, instead of the retry
+            # reminding a customer who has just answered.
+            held = {"not_before": retry, "held_because": str(e)} if entry["kind"] in HELD_KINDS else {}
+            self.store.outbox_update(action_id, attempts=attempts, last_error=str(e), next_try=retry, **held)
             self.store.commit()
             report.deferred += 1
             self._event(entry["case"], f"{entry['kind']} not sent yet ({e}); retry in {wait} min", logging.WARNING)

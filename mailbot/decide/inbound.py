@@ -183,6 +183,7 @@ def decide_mail(case: Case | None, mail: InboundMail, found: CaseMatch, facts: F
         updated, sends = apply_commands(case, mail, role, commands, now, policy, case.effective_language)
         case = updated or case
         cancellations.extend(_cancel_skipped(case, facts.held, events))
+        case = _cancel_on_closure(case, facts.held, sends, now, cancellations, events)
     if (role == Role.CUSTOMER and kind == EntryKind.MAIL and is_outsider(case, mail.from_addr, role)
             and mail.from_addr not in outsiders_before):
         # Someone new wrote in (by key, thread or a guessed CRM token): recorded, no status change, and
@@ -231,6 +232,7 @@ def _unmatched(mail: InboundMail, role: Role, commands: list[Command], reason: s
         changed, sends = apply_named(facts.named, mail, role, commands, now, policy, policy.language)
         for key, case in changed.items():
             cancellations.extend(_cancel_skipped(case, facts.named_held.get(key, ()), events))
+            case = _cancel_on_closure(case, facts.named_held.get(key, ()), sends, now, cancellations, events)
             planned = case if case.status == CaseStatus.CLOSED else case.with_(next_action=plan_next(case, policy))
             named.append(planned.with_(notes=(*planned.notes, f"{now.isoformat()} {mail.from_addr}: "
                                                                f"{'; '.join(c.raw for c in commands)[:300]}")))
@@ -339,13 +341,31 @@ def _cancel_held(case: Case, mail: InboundMail, facts: Facts, now: datetime, can
     daily cap) must not go out after it. Taken off the ledger and off the timeline."""
     if not any(e.message_id == mail.message_id and e.role == Role.CUSTOMER for e in case.timeline):
         return case
-    for held in facts.held:
-        if held.kind not in (EntryKind.REMINDER.value, EntryKind.CLOSURE.value):
+    return _take_back(case, facts.held, (EntryKind.REMINDER.value, EntryKind.CLOSURE.value), now, cancellations,
+                      events, f"the customer replied first ({mail.message_id})", "the customer replied")
+
+
+def _take_back(case: Case, held: tuple[HeldMail, ...], kinds: tuple[str, ...], now: datetime,
+               cancellations: list[Cancellation], events: list[Event], reason: str, why: str) -> Case:
+    """Cancel the case's held mail of these kinds (a daily-cap hold, or a retry after a 4xx): off the ledger
+    and off the timeline, as if it had never been decided."""
+    for h in held:
+        if h.kind not in kinds:
             continue
-        cancellations.append(Cancellation(held.action_id, f"the customer replied first ({mail.message_id})"))
-        case = case.with_(timeline=tuple(e for e in case.timeline if e.message_id != held.message_id),
-                          reminders_sent=case.reminders_sent - (held.kind == EntryKind.REMINDER.value),
-                          notes=(*case.notes, f"{now.isoformat()} held {held.kind} cancelled: "
-                                              "the customer replied before it went out"))
-        events.append(Event(case.key, f"held {held.kind} {held.message_id} cancelled: the customer replied"))
+        cancellations.append(Cancellation(h.action_id, reason))
+        case = case.with_(timeline=tuple(e for e in case.timeline if e.message_id != h.message_id),
+                          reminders_sent=case.reminders_sent - (h.kind == EntryKind.REMINDER.value),
+                          notes=(*case.notes, f"{now.isoformat()} held {h.kind} cancelled: {why} before it went out"))
+        events.append(Event(case.key, f"held {h.kind} {h.message_id} cancelled: {why}"))
     return case
+
+
+def _cancel_on_closure(case: Case, held: tuple[HeldMail, ...], sends: list[SendMail], now: datetime,
+                       cancellations: list[Cancellation], events: list[Event]) -> Case:
+    """An engineer closed the case (`#close`: its closure is among `sends`): a reminder still waiting (the
+    daily cap, a retry after a 4xx) must not follow the closure."""
+    if case.status != CaseStatus.CLOSED and not any(
+            s.kind == EntryKind.CLOSURE and s.case_key == case.key for s in sends):
+        return case
+    return _take_back(case, held, (EntryKind.REMINDER.value,), now, cancellations, events,
+                      "the case was closed first", "the case was closed")

@@ -107,21 +107,33 @@ class MaildirMailbox:
         the file's name as listed by `mailbot cases` (in cur/ it carries the Maildir info suffix `:2,…`)."""
         if not ref or "/" in ref or ref in (".", ".."):
             return False
+        moved = False
         for sub in ("cur", "new"):
             folder = self.quarantine_path / sub
             if not folder.is_dir():
                 continue
-            for candidate in folder.iterdir():
-                if candidate.name == ref or candidate.name.startswith(ref + ":"):
+            # Every file quarantined under this name: several, when mail arrived twice under one name.
+            for candidate in sorted(folder.iterdir()):
+                if _quarantined_as(candidate.name, ref):
                     self._move(candidate, self.path / "new" / ref)
-                    return True
-        return False
+                    moved = True
+        return moved
 
     def close(self) -> None:
         pass
 
     @staticmethod
     def _move(src: Path, dst: Path, sync: bool = True) -> None:
+        """Rename `src` to `dst`, or to `dst` with `~N` after its name when another file is there already: a
+        name is unique only by convention (a file dropped in by hand or by another tool may repeat one), and
+        os.replace would delete the mail there — in Quarantine, its only copy. The bot is the only writer
+        (the writer lock), so the check cannot race with itself."""
+        if dst.exists():
+            name, colon, info = dst.name.partition(":")
+            n = 1
+            while (dst.parent / f"{name}~{n}{colon}{info}").exists():
+                n += 1
+            dst = dst.parent / f"{name}~{n}{colon}{info}"
         try:
             os.replace(src, dst)
         except FileNotFoundError:
@@ -129,3 +141,11 @@ class MaildirMailbox:
         if sync:
             fsync_dir(dst.parent)
 
+
+def _quarantined_as(name: str, ref: str) -> bool:
+    """Whether the Quarantine file `name` holds the mail that was `ref` in new/: `ref`, `ref:2,…`, or one of
+    the `ref~N…` that `_move` gives a second mail of the same name."""
+    if name == ref or name.startswith(ref + ":"):
+        return True
+    rest = name[len(ref) + 1:].partition(":")[0] if name.startswith(ref + "~") else ""
+    return rest.isdigit()

@@ -200,11 +200,16 @@ class ImapMailbox(Connection, Folders, Idle):
                     continue
                 raw = bodies.get(uid)
                 if raw is None:
+                    # Gone (another client), or left out of the answer by a server that could not read it
+                    # now: either way it holds the checkpoint back like a fetched mail, so that it is fetched
+                    # again while SEARCH still lists it (and `plan_fetch` lets go of it once it does not);
+                    # passed over, the checkpoint would move beyond it and it would stay unread for ever.
                     log.info(
-                        "UID %d in %s vanished before it was fetched (another client?)",
+                        "UID %d in %s was not in the FETCH answer (gone, or not readable now): looked for again",
                         uid,
                         self.settings.folder,
                     )
+                    self._cursor = checkpoint.fetched(self._cursor, [uid])
                     continue
                 self._cursor = checkpoint.fetched(self._cursor, [uid])
                 out.append(FetchedMail(make_ref(folder, uidvalidity, uid), raw))

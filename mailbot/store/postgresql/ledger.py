@@ -83,6 +83,8 @@ class Ledger:
         self._write(_FINISH, {"id": action_id, "status": status, "details": to_db({**details, "status": status})})
 
     def outbox_update(self, action_id: str, **details: Any) -> None:
+        if details.get("not_before"):  # held now (a retry after a 4xx): its case is not known here, so ask again
+            self._held_cases = None
         self._write(_UPDATE, {"id": action_id, "details": to_db(details)})
 
     # Several mailboxes over several instances (issue 16): each instance sends the pending mail of the
