@@ -6,6 +6,7 @@ mail-parser walks the MIME tree and decodes the bodies; the monkeypatches below 
 
 from __future__ import annotations
 
+import binascii
 import logging
 import re
 from collections import Counter
@@ -18,7 +19,7 @@ import mailparser.utils
 import mailbot.parse.charsets as charsets
 from mailbot.models import Attachment
 from mailbot.parse.feed import parse_text
-from mailbot.parse.headers import _decode_header_linear, decode_header_value
+from mailbot.parse.headers import _decode_header_linear, _unraw, decode_header_value
 from mailbot.parse.htmltext import html_to_text
 from mailbot.parse.quotes import cut_html_history
 from mailbot.parse.redact import redact, redact_html
@@ -35,6 +36,27 @@ mailparser.utils.decode_header = _decode_header_linear
 # mail-parser also parses every Received header (hops, dates) for its `.received`, which nothing here reads
 # (the RFC 8601 verdict we trust is Authentication-Results): 10,000 Received lines cost it 1.3 s a mail.
 mailparser.core.receiveds_parsing = lambda receiveds, **diagnostics: []
+_MIME_HEADERS = ("content-type", "content-disposition", "content-id", "content-transfer-encoding")
+_mime_header_view = mailparser.core.mime_header_view
+
+
+def _mime_header_view_8bit(part: Message) -> tuple[Message, list[str]]:
+    """mail-parser's view of a part's MIME headers, with raw 8-bit values read in their own charset.
+
+    mail-parser reads such values as UTF-8 with U+FFFD for the rest: a GBK attachment name written raw
+    (`filename="日志文件.zip"` from older Outlook and Foxmail) came out `��־�ļ�.zip`. Its defects are kept."""
+    view, defects = _mime_header_view(part)
+    if not defects:  # every value was UTF-8 already: mail-parser's view is right
+        return view, defects
+    fixed = Message()
+    fixed.set_default_type(part.get_default_type())
+    for name, raw in part.raw_items():
+        if name.lower() in _MIME_HEADERS:
+            fixed[name] = _unraw(str(raw))
+    return fixed, defects
+
+
+mailparser.core.mime_header_view = _mime_header_view_8bit
 
 
 # RFC 5322 §2.2: the header section ends at the first line that is neither a field nor a fold. This is the
@@ -176,22 +198,69 @@ class _MailParser(mailparser.MailParser):
         return texts
 
     def _decode_body_payload(self, part, charset, part_index):  # type: ignore[no-untyped-def]
-        text = self._better_text(part, charset, part_index)
+        # A byte order mark (Notepad, some Windows mailers) is not text: left in, it hid an engineer's
+        # `#close` on the first line and was quoted in reminders (the UTF-8/UTF-16 codecs keep U+FEFF).
+        text = self._better_text(part, charset, part_index).removeprefix("\ufeff")
         self.decoded_texts[id(part)] = text
         return text
 
     def _better_text(self, part, charset, part_index):  # type: ignore[no-untyped-def]
+        if (padded := _padded_qp(part)) is not None:
+            return charsets.decode_text(padded, _charset_of(part, padded))
         text = super()._decode_body_payload(part, charset, part_index)
         if "\ufffd" not in text:
-            return text
+            # Read without error; only UTF-8 under a Chinese label deserves a second look (GB18030 reads much
+            # UTF-8 without an error, into mojibake): charsets.decode_text tells the two apart.
+            if text.isascii() or not charsets.is_chinese_label(part.get_content_charset()):
+                return text
+            try:
+                payload = part.get_payload(decode=True)
+            except Exception:  # a broken transfer encoding: keep what mail-parser made of it
+                return text
+            return charsets.decode_text(payload, part.get_content_charset()) if isinstance(payload, bytes) else text
         try:
             payload = part.get_payload(decode=True)
         except Exception:  # a broken transfer encoding: keep what mail-parser made of it
             return text
         if not isinstance(payload, bytes) or not payload:
             return text
-        better = charsets.decode_text(payload, part.get_content_charset())
+        better = charsets.decode_text(payload, _charset_of(part, payload))
         return better if better.count("\ufffd") < text.count("\ufffd") else text
+
+
+# RFC 2045 §6.7 (3): blanks at the end of a quoted-printable line are transport padding, to be deleted, so
+# `= ` at a line end is still a soft line break. The stdlib (binascii.a2b_qp) keeps `= ` and the break, and
+# in a GBK or UTF-8 text whose encoder split a character at the break, every character after it was misread.
+_QP_PADDED_SOFT_BREAK = re.compile(r"=[ \t]+(?=\r?\n|\Z)")
+
+
+# HTML5 §13.2.3.2 (the prescan): a page's <meta charset="…"> or <meta http-equiv … content="…; charset=…">
+# within its first 1,024 bytes. Matched on lower-cased bytes; `\s*` and `=` are disjoint: linear.
+_META_CHARSET = re.compile(rb"charset\s*=\s*[\"']?([a-z0-9_.:-]{1,40})")
+_PRESCAN = 1024
+
+
+def _charset_of(part: Message, payload: bytes) -> str | None:
+    """The part's charset parameter; for HTML that has none, the charset its <meta> declares. HTML-only mail
+    (Big5 from Taiwan and Hong Kong clients) often names its charset only there; without it the bytes were
+    guessed, and Big5 read as GB18030 is a valid-looking string of wrong characters."""
+    declared = part.get_content_charset()
+    if declared or part.get_content_type() != "text/html":
+        return declared
+    head = payload[:_PRESCAN].lower()
+    m = _META_CHARSET.search(head, head.find(b"<meta")) if b"<meta" in head else None
+    return m.group(1).decode("ascii") if m else None
+
+
+def _padded_qp(part: Message) -> bytes | None:
+    """The decoded bytes of a quoted-printable part whose soft line breaks carry trailing blanks, or None
+    when the part is not such a part (the stdlib's decoding is then right)."""
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() != "quoted-printable":
+        return None
+    raw = part.get_payload()
+    if not isinstance(raw, str) or not _QP_PADDED_SOFT_BREAK.search(raw):
+        return None
+    return binascii.a2b_qp(_QP_PADDED_SOFT_BREAK.sub("=", raw).encode("ascii", "surrogateescape"))
 
 
 # Parts that carry someone else's message, never the sender's own words: an attached or forwarded mail
@@ -212,7 +281,9 @@ def _own_text(part: Message, texts: dict[int, str], depth: int = 0) -> tuple[str
     """The first body unit of a MIME (sub)tree as (plain, html) text, either possibly empty; None when the
     subtree holds none. A multipart/alternative offers both of its versions; any other multipart gives its
     first child that holds a body. Attachments and message/* parts are never descended into."""
-    ctype = part.get_content_type()
+    # `text/plain charset=gbk` (no `;`, from broken mailers) is one token to the stdlib, so the whole body was
+    # dropped as no text part at all; the type is its first word (a type never holds a blank, RFC 2045 §5.1).
+    ctype = part.get_content_type().split(None, 1)[0]
     if depth > MAX_BODY_DEPTH or ctype.startswith(_NOT_OWN_TEXT):
         return None
     disposition = part.get_content_disposition()

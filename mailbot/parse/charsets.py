@@ -204,6 +204,8 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
     nothing fits, the reading that loses the fewest characters (each lost one shown as U+FFFD)."""
     name = lookup_or_none(declared)
     family = _family(name, declared or "")
+    if family == _CHINESE and name is not None and (text := _utf8_in_disguise(data, name)) is not None:
+        return text
     order = [name] if name else []
     order.append("utf-8")
     if family:
@@ -216,12 +218,52 @@ def decode_text(data: bytes, declared: str | None = None) -> str:
         try:
             return data.decode(enc)
         except (UnicodeDecodeError, LookupError):
+            if enc == "utf-8" and not family and (text := _damaged_utf8(data)) is not None:
+                return text
             continue
     if not family:
         return data.decode("latin-1")
     # A CJK text with a few broken bytes: the declared charset with replacements keeps the rest readable.
     readings = [data.decode(enc, "replace") for enc in dict.fromkeys([name or family[0], *family, "utf-8"])]
     return min(readings, key=lambda s: s.count("\ufffd"))
+
+
+def is_chinese_label(label: str | None) -> bool:
+    """Whether `label` names a Chinese charset (GB2312, GBK, GB18030, Big5 and their aliases)."""
+    return _family(lookup_or_none(label), label or "") == _CHINESE
+
+
+# A Chinese reading of UTF-8 bytes lands mostly outside the characters Chinese writers use (measured on
+# random Chinese text: at least a third, typically four fifths); real GBK or Big5 text, almost never.
+_DISGUISE_RARITY = 0.3
+
+
+def _utf8_in_disguise(data: bytes, name: str) -> str | None:
+    """UTF-8 text under a Chinese label (a misconfigured sender), or None. GB18030 reads about 40% of Chinese
+    UTF-8 text without an error, as `涓婄悊`-style mojibake, so a strict decode proves nothing; valid UTF-8
+    whose Chinese reading is mostly rare characters is UTF-8. (A short GBK text can be valid UTF-8 by
+    chance — `师志` — but then its own reading is common characters, and it stays.)"""
+    if data.isascii():
+        return None
+    try:
+        text = data.decode("utf-8")
+        reading = data.decode(name)
+    except (UnicodeDecodeError, LookupError):
+        return None  # not UTF-8, or not the declared charset either: decode_text's order decides
+    enc = name if name in _CORE else _CHINESE[0]
+    return text if _rarity(reading, enc) >= _DISGUISE_RARITY else None
+
+
+def _damaged_utf8(data: bytes) -> str | None:
+    """UTF-8 text with a few broken bytes (a base64 body cut short, one stray byte), read as UTF-8 with each
+    broken sequence shown as U+FFFD; None when the bytes are not mostly UTF-8. Without this, one bad byte
+    in a Chinese UTF-8 mail made the whole text Latin-1 mojibake (`ä½\xa0å¥½`), which has no U+FFFD and so
+    looked better to every caller that counts them."""
+    text = data.decode("utf-8", "replace")
+    broken = text.count("\ufffd")
+    multibyte = len(text) - len(text.encode("ascii", "ignore")) - broken  # well-formed non-ASCII characters
+    # Other charsets read as UTF-8 are mostly broken sequences (GBK: most pairs; Latin-1: every letter).
+    return text if multibyte >= 4 * broken else None
 
 
 def lookup_or_none(charset: str | None) -> str | None:

@@ -22,8 +22,13 @@ _PARSER = EmailReplyParser(languages=_LANGUAGES)
 # Each list is one alternation, tried once per line (a generator of `p.match` calls per line cost more than
 # all the rest of the scan).
 _SEPARATOR_LINE = re.compile("|".join([
-    r"^\s*-{2,}\s*原始邮件\s*-{2,}\s*$",  # Outlook zh / Foxmail `--- 原始邮件 ---`
-    r"(?i:^\s*-{2,}\s*(?:Original Message|Forwarded message|转发的邮件|原邮件|原始郵件)\s*-{2,}\s*$)",
+    # Outlook zh / Foxmail `--- 原始邮件 ---`; QQ Mail's plain text keeps the `&nbsp;` of its HTML
+    # (`------------------&nbsp;原始邮件&nbsp;------------------`); older Outlook zh `-----邮件原件-----`;
+    # NetEase Mail Master `---- 回复的原邮件 ----`. The blanks and `&nbsp;` are one class of disjoint
+    # alternatives beside the dashes: linear.
+    r"^\s*-{2,}(?:\s|&nbsp;)*(?:原始邮件|邮件原件|回复的原邮件|回复的原始邮件)(?:\s|&nbsp;)*-{2,}\s*$",
+    r"(?i:^\s*-{2,}(?:\s|&nbsp;)*(?:Original Message|Original|Forwarded message|转发的邮件|原邮件|原始郵件)"
+    r"(?:\s|&nbsp;)*-{2,}\s*$)",
     r"^\s*_{10,}\s*$",  # Outlook on the web: a rule of underscores above the header block
 ]))
 # The line that introduces a quote: `On …, X wrote:`, Gmail zh `杨先生 <…> 于2021年4月12日周一 下午5:52写道：`,
@@ -31,7 +36,7 @@ _SEPARATOR_LINE = re.compile("|".join([
 _ATTRIBUTION = re.compile("|".join([
     r"^.{0,300}写道\s*[:：]\s*$",
     r"(?i:^.{0,300}\b(?:wrote|a écrit|escribió|ha scritto|scrisse|skrev|schreef|napisał|написал|napsal|"
-    r"kirjoitti|schrieb)\s*:\s*$)",
+    r"kirjoitti|schrieb)\s*[:：]\s*$)",  # NetEase in English writes `On 4/12/2021 17:52，X<x@y> wrote：`
     r"^\s*Am\s.{0,200}\bschrieb\b.{0,200}:\s*$",
     r"^.{0,300}書きました\s*[:：]?\s*$",
 ]))
