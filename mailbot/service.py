@@ -3,7 +3,6 @@ decisions meet the adapters (mailbox, store, transport, clock)."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import threading
@@ -38,6 +37,7 @@ from mailbot.match import Index, find_key, match, strip_prefixes
 from mailbot.models import Case, CaseMatch, CaseStatus, InboundMail, ParseFailure
 from mailbot.outbox import OutboxSender
 from mailbot.outcomes import CycleReport, MailOutcome, Processed, Quarantined, SentFolder
+from mailbot.parse.mail import synthetic_id
 from mailbot.parse.pool import InlineParser, Parser, parse_fetched
 from mailbot.parse.redact import redact
 from mailbot.render.compose import is_own_message_id
@@ -207,7 +207,7 @@ class Service(Sweeping, OutboxSender):
             # The bot records its own id before it sends: an unseen mail under one took it first (the ids are
             # predictable) and would leave the bot's reminder or closure unrecorded, the case's follow-up frozen.
             # Deterministic, as parse's own synthetic ids: the same mail delivered twice is recorded once.
-            own = f"<{hashlib.sha256(fetched.raw).hexdigest()[:32]}@mailbot.invalid>"
+            own = synthetic_id(fetched.raw)
             self._event(None, f"{mail.message_id} has the form of the bot's own Message-IDs but the bot did not "
                               f"send it: recorded as {own}", logging.WARNING)
             mail = replace(mail, message_id=own, message_id_synthesized=True)

@@ -78,7 +78,7 @@ def _build(
     message_id = next(iter(_ids(heads, "Message-ID")), "")
     synthesized = not message_id
     if synthesized:
-        message_id = _synthetic_id(raw)
+        message_id = synthetic_id(raw)
     body = _body_text(parsed)
     new_text, _history = split_reply(body)
     is_dsn, bounced_subject, bounced_ids, bounced_rcpts = (False, "", (), ())
@@ -114,6 +114,33 @@ def _build(
     )
 
 
-def _synthetic_id(raw: bytes) -> str:
-    # Deterministic, so the same id-less mail delivered twice is still recorded once.
-    return f"<{hashlib.sha256(raw).hexdigest()[:32]}@mailbot.invalid>"
+def synthetic_id(raw: bytes) -> str:
+    """The id a mail without its own is recorded under: deterministic, so that the same mail delivered twice is
+    still recorded once — a hash of its bytes without the trace fields the receiving servers put on top
+    (RFC 5321 §4.4: Received, Return-Path; and Delivered-To and its kin), which differ between the copies of
+    one mail sent To one address and Cc another."""
+    return f"<{hashlib.sha256(_without_trace(raw)).hexdigest()[:32]}@mailbot.invalid>"
+
+
+# Fields a delivery prepends, per copy (lower case): the receiving servers' trace and their verdicts.
+_TRACE_FIELDS = (b"received:", b"return-path:", b"delivered-to:", b"x-original-to:", b"x-delivered-to:",
+                 b"envelope-to:", b"x-envelope-to:", b"x-rcpt-to:", b"received-spf:", b"authentication-results:",
+                 b"arc-seal:", b"arc-message-signature:", b"arc-authentication-results:", b"x-spam-", b"x-virus-")
+
+
+def _without_trace(raw: bytes) -> bytes:
+    """`raw` from the first field that no delivery adds (one pass over the prepended block: linear)."""
+    start = 0
+    in_trace = False
+    while start < len(raw):
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end + 1
+        line = raw[start:end]
+        if line[:1] in (b" ", b"\t") and in_trace:  # the folded rest of a trace field
+            start = end
+            continue
+        in_trace = line[:40].lower().startswith(_TRACE_FIELDS)
+        if not in_trace:
+            break
+        start = end
+    return raw[start:]
