@@ -37,7 +37,7 @@ from mailbot.match import Index, find_key, match, strip_prefixes
 from mailbot.models import Case, CaseMatch, CaseStatus, InboundMail, ParseFailure
 from mailbot.outbox import OutboxSender
 from mailbot.outcomes import CycleReport, MailOutcome, Processed, Quarantined, SentFolder
-from mailbot.parse.mail import synthetic_id
+from mailbot.parse.mail import content_digest, synthetic_id
 from mailbot.parse.pool import InlineParser, Parser, parse_fetched
 from mailbot.parse.redact import redact
 from mailbot.render.compose import is_own_message_id
@@ -199,7 +199,16 @@ class Service(Sweeping, OutboxSender):
             report.quarantined += 1
             return Quarantined(mail.reason)
         report.ingested += 1
-        if self.store.seen(mail.message_id) is not None:
+        seen = self.store.seen(mail.message_id)
+        if seen is not None and seen.get("digest", content_digest(mail)) != content_digest(mail):
+            # Another mail under an id already recorded (a ticket tool that stamps one id on every mail): not a
+            # copy, so recorded under an id of its own, deterministic so that its own copies are still one.
+            own = synthetic_id(fetched.raw)
+            self._event(None, f"{mail.message_id} is already recorded for another mail: this one recorded as "
+                              f"{own}", logging.WARNING)
+            mail = replace(mail, message_id=own, message_id_synthesized=True)
+            seen = self.store.seen(own)
+        if seen is not None:
             report.duplicates += 1
             self._event(None, f"duplicate {mail.message_id} (already recorded)", level=logging.DEBUG)
             return Processed()
@@ -267,7 +276,7 @@ class Service(Sweeping, OutboxSender):
             case = case.with_(next_action=plan_next(case, self.policy))
         # One write of the case for the mail, with what it sends on its timeline (the batch commits both).
         self.store.put_case(case)
-        self.store.remember(mail.message_id, case.key)
+        self.store.remember(mail.message_id, case.key, digest=content_digest(mail))
 
     def _unmatched(self, mail: InboundMail, decision: Decision, now: datetime, report: CycleReport) -> None:
         reason = decision.lands.reason if isinstance(decision.lands, Unmatched) else ""
@@ -276,7 +285,7 @@ class Service(Sweeping, OutboxSender):
             "role": decision.role.value, "date": mail_date(mail, now).isoformat(), "reason": reason,
             "flags": sorted(f.value for f in mail.flags),
         })
-        self.store.remember(mail.message_id, "", "unmatched")
+        self.store.remember(mail.message_id, "", "unmatched", digest=content_digest(mail))
         report.unmatched += 1
         # Cases its command lines named and changed (a digest reply): their mails (a closure) go on them.
         named = {c.key: c for c in decision.named}

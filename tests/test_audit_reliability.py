@@ -201,8 +201,6 @@ def plain_reply(body: str) -> bytes:
             f"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n{body}\n").encode()
 
 
-@pytest.mark.xfail(strict=True, reason="design: the id index keys a mail by Message-ID alone; a different mail "
-                                       "under an id already recorded is taken for a copy and only moved")
 def test_a_different_mail_reusing_a_message_id_is_not_taken_for_a_copy(make_settings, scenario_dir) -> None:
     """The customer's ticket tool stamps every mail with the same Message-ID. The first reply says the logs
     are uploaded; the second, a day later, that the screen went blue again. Both are the customer's words

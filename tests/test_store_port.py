@@ -291,3 +291,21 @@ def test_bulk_reads_answer_what_one_read_a_key_answers(engine: Engine) -> None:
             fresh.outbox_entries_for(actions)) == expected
     fresh.remember("<none@x.example>", KEY)  # a write of the batch shows in a bulk read after it
     assert fresh.seen_many(["<none@x.example>"]) == {"<none@x.example>": {"case": KEY, "place": "case"}}
+
+
+def test_a_message_id_keeps_the_digest_of_its_mail_and_a_dump_carries_it(engine: Engine) -> None:
+    from mailbot.store.dump import dump, load
+    from mailbot.store.memory import MemoryStore
+
+    store = engine.store
+    store.put_case(a_case())
+    store.remember("<reply@customer.example>", KEY, digest="0f3a9c")
+    store.remember("<out@support.example>", KEY, "out")  # the bot's own mail: no digest
+    store.commit()
+    again = engine.reopen()
+    assert again.seen("<reply@customer.example>") == {"case": KEY, "place": "case", "digest": "0f3a9c"}
+    assert again.seen("<out@support.example>") == {"case": KEY, "place": "out"}
+    assert again.seen_many(["<reply@customer.example>"])["<reply@customer.example>"]["digest"] == "0f3a9c"
+    copy = MemoryStore()
+    assert load(copy, dump(again)) > 0 and load(copy, dump(again)) == 0
+    assert copy.seen("<reply@customer.example>") == {"case": KEY, "place": "case", "digest": "0f3a9c"}

@@ -114,6 +114,14 @@ def _build(
     )
 
 
+def content_digest(mail: InboundMail) -> str:
+    """What tells two mails under one Message-ID apart: author, date, subject, own words and attachments —
+    fields a copy delivered twice shares, whatever headers each delivery or gateway adds."""
+    parts = [mail.from_addr, mail.date.isoformat() if mail.date else "", mail.subject, mail.new_text,
+             *(f"{a.name}/{a.size}" for a in mail.attachments)]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def synthetic_id(raw: bytes) -> str:
     """The id a mail without its own is recorded under: deterministic, so that the same mail delivered twice is
     still recorded once — a hash of its bytes without the trace fields the receiving servers put on top

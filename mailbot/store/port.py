@@ -50,7 +50,9 @@ class StorePort(Protocol):
         """The case that gained this tracking token last."""
     def seen(self, message_id: str) -> dict[str, Any] | None:
         """Where a recorded message ended: {"case": KEY, "place": ...} or {"case": "", "place": ...}."""
-    def remember(self, message_id: str, case_key: str, place: str = "case") -> None: ...
+    def remember(self, message_id: str, case_key: str, place: str = "case", digest: str = "") -> None:
+        """Record where a mail ended. `digest`: its content's (mailbot.parse.mail.content_digest), so that a
+        different mail under the same Message-ID is told from a copy; `seen` returns it when given."""
     def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
         """A hint, changing nothing: `seen` / `case_for_message` are about to be asked about these Message-IDs
         and `get_case` about these keys. An engine behind a network (PostgreSQL) reads them in one query each

@@ -218,8 +218,8 @@ class Store(Layout, Journal):
     def prefetch(self, message_ids: list[str], case_keys: Sequence[str] = ()) -> None:
         """Nothing to do: a lookup here costs no round trip (the port's hint is for networked engines)."""
 
-    def remember(self, message_id: str, case_key: str, place: str = "case") -> None:
-        self.ids.put(message_id, {"case": case_key, "place": place})
+    def remember(self, message_id: str, case_key: str, place: str = "case", digest: str = "") -> None:
+        self.ids.put(message_id, {"case": case_key, "place": place, **({"digest": digest} if digest else {})})
 
     # --- unmatched and quarantined mail -------------------------------------------------------------
 

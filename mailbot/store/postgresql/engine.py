@@ -230,16 +230,18 @@ class PostgresStore(Ledger):
         if message_id in self._seen_ahead:
             ahead = self._seen_ahead[message_id]
             return None if ahead is None else dict(ahead)
-        row = self._exec('SELECT "case", place FROM message_ids WHERE key = %s', (escape_text(message_id),)).fetchone()
-        return None if row is None else {"case": row[0], "place": row[1]}
+        row = self._exec('SELECT "case", place, digest FROM message_ids WHERE key = %s',
+                         (escape_text(message_id),)).fetchone()
+        return None if row is None else _seen_doc(*row)
 
-    def remember(self, message_id: str, case_key: str, place: str = "case") -> None:
+    def remember(self, message_id: str, case_key: str, place: str = "case", digest: str = "") -> None:
         if message_id in self._seen_ahead:
-            self._seen_ahead[message_id] = {"case": case_key, "place": place}
-        self._write('INSERT INTO message_ids (key, "case", place) VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE '
-                    'SET "case" = excluded."case", place = excluded.place '
-                    'WHERE (message_ids."case", message_ids.place) IS DISTINCT FROM (excluded."case", excluded.place)',
-                    (escape_text(message_id), case_key, place))
+            self._seen_ahead[message_id] = _seen_doc(case_key, place, digest)
+        self._write('INSERT INTO message_ids (key, "case", place, digest) VALUES (%s, %s, %s, %s) ON CONFLICT (key) '
+                    'DO UPDATE SET "case" = excluded."case", place = excluded.place, digest = excluded.digest '
+                    'WHERE (message_ids."case", message_ids.place, message_ids.digest) '
+                    'IS DISTINCT FROM (excluded."case", excluded.place, excluded.digest)',
+                    (escape_text(message_id), case_key, place, digest))
 
     # --- unmatched and quarantined mail --------------------------------------------------------------
 
@@ -266,9 +268,10 @@ class PostgresStore(Ledger):
     # --- export and import (engine-neutral dumps: mailbot/store/dump.py) -----------------------------
 
     def id_entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        sql = 'SELECT key, "case", place FROM message_ids WHERE key > %(after)s ORDER BY key LIMIT %(limit)s'
-        for key, case, place in self._pages(sql, {}):
-            yield unescape_text(key), {"case": case, "place": place}
+        sql = ('SELECT key, "case", place, digest FROM message_ids WHERE key > %(after)s ORDER BY key '
+               'LIMIT %(limit)s')
+        for key, case, place, digest in self._pages(sql, {}):
+            yield unescape_text(key), _seen_doc(case, place, digest)
         sql = 'SELECT token, "case" FROM tokens WHERE token > %(after)s ORDER BY token LIMIT %(limit)s'
         for token, case in self._pages(sql, {}):
             yield "token:" + unescape_text(token), {"case": case}
@@ -282,9 +285,9 @@ class PostgresStore(Ledger):
         return {k: self._own_cases.get(k, c) for k, c in found.items()}
 
     def seen_many(self, message_ids: list[str]) -> dict[str, dict[str, Any]]:
-        rows = self._exec('SELECT key, "case", place FROM message_ids WHERE key = ANY(%s)',
+        rows = self._exec('SELECT key, "case", place, digest FROM message_ids WHERE key = ANY(%s)',
                           ([escape_text(m) for m in message_ids],)).fetchall()
-        return {unescape_text(key): {"case": case, "place": place} for key, case, place in rows}
+        return {unescape_text(key): _seen_doc(case, place, digest) for key, case, place, digest in rows}
 
     def cases_for_tokens(self, tokens: list[str]) -> dict[str, str]:
         rows = self._exec('SELECT token, "case" FROM tokens WHERE token = ANY(%s)',
@@ -297,7 +300,7 @@ class PostgresStore(Ledger):
                         'SET "case" = excluded."case" WHERE tokens."case" <> excluded."case"',
                         (escape_text(key[len("token:"):]), doc["case"]))
         else:
-            self.remember(key, doc.get("case", ""), doc.get("place", "case"))
+            self.remember(key, doc.get("case", ""), doc.get("place", "case"), doc.get("digest", ""))
 
     # --- durability and figures ----------------------------------------------------------------------
 
@@ -353,3 +356,8 @@ class PostgresStore(Ledger):
             (SELECT count(*) FROM quarantine), (SELECT count(*) FROM outbox WHERE status = 'pending')""").fetchone()
         assert row is not None
         return dict(zip(("active", "closed", "unmatched", "quarantined", "pending"), map(int, row), strict=True))
+
+
+def _seen_doc(case: str, place: str, digest: str | None) -> dict[str, Any]:
+    """A Message-ID's record as every engine gives it: its digest only when one was recorded."""
+    return {"case": case, "place": place, **({"digest": digest} if digest else {})}

@@ -55,6 +55,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', ''))) "
         "ON CONFLICT (key) DO NOTHING",
     ]),
+    # A digest of each mail's content beside its Message-ID: a different mail under an id already recorded
+    # is told from a copy ('': recorded before, or the bot's own mail; taken for a copy, as before).
+    (4, "a content digest beside each Message-ID", [
+        "ALTER TABLE message_ids ADD COLUMN digest text NOT NULL DEFAULT ''",
+    ]),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
