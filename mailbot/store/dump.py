@@ -5,7 +5,7 @@ format; then one record a line, `{"kind": ...}`:
 
     {"kind": "dump", "format": "mailbot-store", "version": 1}
     {"kind": "case", "case": {codec document}}          cases first, so that the explicit ids below win
-    {"kind": "id", "key": MESSAGE-ID | "token:" TOKEN, "case": KEY, "place": ...}
+    {"kind": "id", "key": MESSAGE-ID | "token:" TOKEN, "case": KEY, "place": ..., "digest": ... (if any)}
     {"kind": "unmatched", "record": {...}}   {"kind": "quarantine", "record": {...}}
     {"kind": "outbox", "entry": {...}}       {"kind": "send", "address": A, "times": [UTC ISO, ...]}
     {"kind": "checkpoint", "key": K, "value": {...}}
