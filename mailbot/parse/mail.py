@@ -8,7 +8,7 @@ from email.message import Message
 
 import mailparser
 
-from mailbot.models import Flag, InboundMail, ParseFailure
+from mailbot.models import Attachment, Flag, InboundMail, ParseFailure
 from mailbot.parse.addresses import _address_problems, _addresses, _mailboxes
 from mailbot.parse.body import TooManyParts, _attachments, _body_text, _MailParser
 from mailbot.parse.flags import _bounced_original, _flags
@@ -96,7 +96,7 @@ def _build(
         in_reply_to=_ids(heads, "In-Reply-To"),
         references=_ids(heads, "References"),
         new_text=redact(new_text),
-        attachments=_attachments(parsed),
+        attachments=(attachments := _attachments(parsed)),
         flags=flags,
         flag_reasons=reasons,
         return_path=None if return_path is None else decode_header_value(return_path),
@@ -110,8 +110,20 @@ def _build(
         message_id_synthesized=synthesized,
         from_count=len(from_boxes),
         is_dsn=is_dsn,
-        header_problems=(*repairs, *_missing_headers(heads, from_boxes, from_addr), *_address_problems(heads)),
+        header_problems=(*repairs, *_missing_headers(heads, from_boxes, from_addr), *_address_problems(heads),
+                         *_unread_tnef(attachments, new_text)),
     )
+
+
+def _unread_tnef(attachments: tuple[Attachment, ...], new_text: str) -> tuple[str, ...]:
+    """Outlook's "Rich Text" to an outside address puts the whole text in winmail.dat (TNEF), which the bot
+    does not read (no well-kept decoder: tnefparse was last released in 2021): at least say so, where an
+    empty answer would say nothing (`mailbot explain`, the case's timeline shows the attachment)."""
+    if new_text.strip() or not any(a.content_type.lower() == "application/ms-tnef"
+                                   or a.name.lower() == "winmail.dat" for a in attachments):
+        return ()
+    return ("the text is in winmail.dat (Outlook Rich Text), which is not read: ask the sender for plain text "
+            "or HTML",)
 
 
 def content_digest(mail: InboundMail) -> str:
