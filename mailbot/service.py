@@ -159,15 +159,7 @@ class Service(Sweeping, OutboxSender):
     def _apply_chunk(self, chunk: list[tuple[FetchedMail, InboundMail | ParseFailure]], now: datetime,
                      report: CycleReport, processed: list[str], quarantined: list[tuple[str, str]]) -> None:
         for fetched, mail in chunk:
-            try:
-                outcome = self.handle_parsed(fetched, mail, now, report)
-            except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
-                raise
-            except Exception as e:  # a bug must not stop the bot or lose the mail: quarantine it
-                log.exception("unexpected error on %s", fetched.ref)
-                outcome = Quarantined(f"internal error {type(e).__name__}: {e}")
-                self._record_quarantine(fetched, outcome.reason, now)
-                report.quarantined += 1
+            outcome = self.handle_safely(fetched, mail, now, report)
             if isinstance(outcome, Quarantined):
                 quarantined.append((fetched.ref, outcome.reason))
             else:
@@ -190,6 +182,20 @@ class Service(Sweeping, OutboxSender):
         self.store.add_quarantined({"ref": fetched.ref, "reason": reason, "at": now.isoformat(),
                                     "size": fetched.length})  # an oversized mail is unread: raw is empty
         self._event(None, f"quarantined {fetched.ref}: {reason}")
+
+    def handle_safely(self, fetched: FetchedMail, mail: InboundMail | ParseFailure, now: datetime,
+                      report: CycleReport) -> MailOutcome:
+        """`handle_parsed`, where a bug on one mail quarantines that mail and the others go on."""
+        try:
+            return self.handle_parsed(fetched, mail, now, report)
+        except StoreCorrupt:  # the store's fault, not the mail's: leave it in the mailbox
+            raise
+        except Exception as e:  # a bug must not stop the bot or lose the mail: quarantine it
+            log.exception("unexpected error on %s", fetched.ref)
+            outcome = Quarantined(f"internal error {type(e).__name__}: {e}")
+            self._record_quarantine(fetched, outcome.reason, now)
+            report.quarantined += 1
+            return outcome
 
     def handle_parsed(self, fetched: FetchedMail, mail: InboundMail | ParseFailure, now: datetime,
                       report: CycleReport) -> MailOutcome:

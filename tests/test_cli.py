@@ -368,3 +368,27 @@ def test_import_records_an_unreadable_mail_in_the_quarantine_once(config: Path, 
     store = next(c for c in json.loads(out) if c["check"] == "store")
     # Once each, under the import's own ref: `requeue` is never pointed at a Maildir file that is not there.
     assert "2 quarantined" in store["detail"]
+
+
+def test_a_bug_on_one_mail_quarantines_it_and_the_import_goes_on(config: Path, scenario_dir: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in `run`: an unexpected error on one mail of a long history must not stop the import of the rest."""
+    from mailbot.service import Service
+
+    source = config.parent / "history"
+    source.mkdir()
+    for eml in sorted(scenario_dir.glob("0[13]-*.eml")):
+        (source / eml.name).write_bytes(eml.read_bytes())
+    real_apply = Service.apply
+
+    def apply(self, mail, now, report):  # the customer's reply meets a bug
+        if "客户" in mail.new_text or mail.from_addr.endswith("customer.example"):
+            raise RuntimeError("a bug")
+        return real_apply(self, mail, now, report)
+
+    monkeypatch.setattr(Service, "apply", apply)
+    code, out, _ = run(capsys, "import", str(source), "--json", "--config", str(config),
+                       "--now", "2021-04-19T12:00:00+08:00")
+    assert code == 0
+    assert (json.loads(out)["quarantined"], json.loads(out)["threaded"]) == (1, 1)

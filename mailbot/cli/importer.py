@@ -89,7 +89,7 @@ def import_path(path: Path, settings: Settings, store: Store, now: datetime, as_
                 # The service records an unreadable mail in the quarantine once, under this ref: `import:`
                 # says it came from the import's source (which keeps the file), not from the bot's Maildir,
                 # so `requeue` never looks for it there.
-                service.handle_parsed(FetchedMail(f"import:{fetched.ref}", fetched.raw), mail, now, report)
+                service.handle_safely(FetchedMail(f"import:{fetched.ref}", fetched.raw), mail, now, report)
                 if i % COMMIT_EVERY == 0:
                     store.commit()
                 elapsed = max(time.monotonic() - started, 1e-6)
