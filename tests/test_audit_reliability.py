@@ -94,20 +94,25 @@ def test_a_mail_processed_under_a_name_already_in_cur_does_not_replace_the_older
 # --- the outbox: a mail waiting to be retried meets the customer's answer ---------------------------------
 
 
-def test_a_reminder_waiting_for_a_retry_is_not_sent_after_the_customer_answered(make_settings,
-                                                                                 scenario_dir) -> None:
-    """The first reminder falls due on Friday 09:00; the mail server answers 451 and the reminder waits for its
-    retry a minute later. In that minute the customer's reply is read. The retry must not remind a customer
-    who has just answered (a held reminder is cancelled for the same reason)."""
+def reminder_waiting_for_a_retry(make_settings, scenario_dir) -> tuple[Any, Service, MemoryTransport]:
+    """Li Qi's initial response is in; the first reminder falls due on Friday 09:00 and meets a 451."""
     settings = make_settings()
     transport = MemoryTransport()
     deliver(settings.mailbox.path, scenario_mail(scenario_dir, "01"))
     service = bot(settings, transport)
     service.run_once(at("2021-04-13T02:00+08:00"))
-
     transport.fail_next(TemporaryFailure("451 try again later"))
     report = service.run_once(at("2021-04-16T09:00+08:00"))
     assert report.deferred == 1 and transport.sent == []
+    return settings, service, transport
+
+
+def test_a_reminder_waiting_for_a_retry_is_not_sent_after_the_customer_answered(make_settings,
+                                                                                 scenario_dir) -> None:
+    """The first reminder falls due on Friday 09:00; the mail server answers 451 and the reminder waits for its
+    retry a minute later. In that minute the customer's reply is read. The retry must not remind a customer
+    who has just answered (a held reminder is cancelled for the same reason)."""
+    settings, service, transport = reminder_waiting_for_a_retry(make_settings, scenario_dir)
 
     deliver(settings.mailbox.path, scenario_mail(scenario_dir, "03"))
     service.run_once(at("2021-04-16T09:00:30+08:00"))  # before the retry: the reply is read
@@ -124,13 +129,7 @@ def test_a_reminder_waiting_for_a_retry_is_not_sent_after_the_engineer_closed_th
                                                                                         scenario_dir) -> None:
     """The first reminder meets a 451 and waits a minute. Meanwhile the engineer's `#close` is read: the
     customer gets the closure; the reminder must not follow it."""
-    settings = make_settings()
-    transport = MemoryTransport()
-    deliver(settings.mailbox.path, scenario_mail(scenario_dir, "01"))
-    service = bot(settings, transport)
-    service.run_once(at("2021-04-13T02:00+08:00"))
-    transport.fail_next(TemporaryFailure("451 try again later"))
-    service.run_once(at("2021-04-16T09:00+08:00"))
+    settings, service, transport = reminder_waiting_for_a_retry(make_settings, scenario_dir)
 
     deliver(settings.mailbox.path, scenario_mail(scenario_dir, "04"))
     service.run_once(at("2021-04-16T09:00:30+08:00"))
@@ -146,13 +145,7 @@ def test_a_reminder_waiting_for_a_retry_is_not_sent_after_a_close_in_a_digest_re
                                                                                       scenario_dir) -> None:
     """As above, but the engineer closes the case from a mail whose subject names no case (a digest reply:
     `#close KEY` on its own line)."""
-    settings = make_settings()
-    transport = MemoryTransport()
-    deliver(settings.mailbox.path, scenario_mail(scenario_dir, "01"))
-    service = bot(settings, transport)
-    service.run_once(at("2021-04-13T02:00+08:00"))
-    transport.fail_next(TemporaryFailure("451 try again later"))
-    service.run_once(at("2021-04-16T09:00+08:00"))
+    settings, service, transport = reminder_waiting_for_a_retry(make_settings, scenario_dir)
 
     deliver(settings.mailbox.path, (
         "From: Li Qi <liqi@support.example>\nTo: casebot@support.example\nSubject: Re: today\n"
