@@ -206,7 +206,7 @@ class Service(Sweeping, OutboxSender):
             return Quarantined(mail.reason)
         report.ingested += 1
         seen = self.store.seen(mail.message_id)
-        if seen is not None and seen.get("digest", content_digest(mail)) != content_digest(mail):
+        if seen is not None and seen.get("digest") and seen["digest"] != content_digest(mail):
             # Another mail under an id already recorded (a ticket tool that stamps one id on every mail): not a
             # copy, so recorded under an id of its own, deterministic so that its own copies are still one.
             own = synthetic_id(fetched.raw)
