@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mailbot.mailbox.maildir import deliver
+from tests.instances import start_instance
 from tests.trustlife import mail
 
 psycopg = pytest.importorskip("psycopg")
@@ -49,11 +50,7 @@ lease_seconds = 1
 
 
 def start(tmp_path: Path, name: str, dsn: str) -> subprocess.Popen[str]:
-    (tmp_path / f"{name}.toml").write_text(instance_config(name), encoding="utf-8")
-    log = open(tmp_path / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115  # closed with the process
-    return subprocess.Popen([sys.executable, "-m", "mailbot.cli", "run", "--config", f"{name}.toml"], cwd=tmp_path,
-                            stdout=log, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "MAILBOT_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)})
+    return start_instance(tmp_path, name, dsn, instance_config(name))
 
 
 def until(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
